@@ -1,0 +1,287 @@
+"""The CPU / one-GPU GRPO trainer behind ``cancel train --engine torch`` (and ``cancel flip``).
+
+Per step: sample prompts x n rollouts (or, with RB, refill a reward-balanced buffer until it releases a
+batch), reward with math-verify, GRPO advantages, a mini-batch plan, one update (one optimizer step per
+mini-batch), then the per-token probe: one extra forward on the same batch gives delta logp, classified
+as boosted / suppressed / stable by advantage sign.  Every ``val_every`` steps: validation on held-out
+sets (temperature 0.6, top-p 0.95).  Metrics, validation rows and (optionally) the per-token table are
+written as numbered parts; the resume state (model, optimizer, RNGs, RB buffer) is saved atomically every
+``checkpoint_every`` steps, so ``--resume`` continues without lost or duplicated rows.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..analysis.common import ProblemSource, RolloutConfig, mixed_group_share, sample_batch
+from ..analysis.flip import flip_summary, token_table
+from ..console import info, progress
+from ..errors import UserError
+from ..evaluation import benchmark_k, benchmark_problems, sample_and_score, score_frame
+from ..rollout import RolloutBatch, build_batch
+from ..sampling import make_sampler
+from ..tasks.prompts import default_template
+from .advantages import grpo_advantage
+from .loss import ClipConfig
+from .plans import PLANS, groups_split_fraction, make_plan
+from .reward_balanced import Group, RewardBalancedBuffer, check_tau
+from .update import OptimConfig, Updater, grpo_update
+
+
+@dataclass
+class TrainConfig(RolloutConfig):
+    steps: int = 30
+    minibatch_prompts: int = 8  # verl's ppo_mini_batch_size (prompts); mini-batch = minibatch_prompts * n rollouts
+    plan: str = "verl-default"  # verl-default | random | query-preserved | sign-partitioned
+    dp: int = 1  # data-parallel ranks emulated by the verl-default layout
+    rb: bool = False
+    tau: float = 0.25
+    rb_max_age: int = 4
+    rb_max_wait: int = 8
+    positive_only: bool = False  # A+ = A * 1[r = 1]
+    optimizer: str = "adamw"
+    lr: float = 2e-4
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    params: str = "full"
+    grad_clip: float | None = 1.0
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    val_every: int = 5
+    val_sets: list = field(default_factory=lambda: ["toy-2digit", "toy-3digit", "toy-4digit"])
+    val_prompts: int = 128
+    val_k: int = 1
+    val_temperature: float = 0.6
+    val_top_p: float = 0.95
+    checkpoint_every: int = 10
+    save_tokens: bool = False  # per-token table each step (cancel flip)
+    probe_proxy_every: int = 0  # Fig. 10: every k steps compare LM-head-only vs full SGD deltas (0 = off)
+    proxy_lr: float = 0.1
+
+    def validate(self) -> None:
+        super().validate()
+        if self.plan not in PLANS:
+            raise UserError(f"unknown mini-batch plan {self.plan!r} ({' | '.join(PLANS)})")
+        if self.rb:
+            check_tau(self.tau)
+        if self.n == 1:
+            raise UserError("n=1: with one rollout per prompt every GRPO advantage is zero (a group of one has no "
+                            "baseline), so nothing would be learned; use n >= 2")
+        if self.steps < 1:
+            raise UserError(f"steps must be >= 1, got {self.steps}")
+        if self.minibatch_prompts < 1 or self.minibatch_prompts > self.prompts:
+            raise UserError(f"mini-batch of {self.minibatch_prompts} prompts does not fit a batch of {self.prompts} prompts")
+
+
+def concat_groups(policy, groups: list[Group]) -> RolloutBatch:
+    rows = [r for g in groups for r in g.payload]
+    batch = build_batch(policy, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
+    batch.reward = torch.tensor([r[4] for r in rows], dtype=torch.float32)
+    batch.advantage = grpo_advantage(batch.reward, batch.uid)
+    return batch
+
+
+def to_groups(batch: RolloutBatch, step: int) -> list[Group]:
+    pm, rm = batch.prompt_mask.bool(), batch.response_mask.bool()
+    out: dict[str, Group] = {}
+    for i in range(len(batch)):
+        uid = f"s{step}-{batch.uid[i]}"
+        row = (batch.prompt_ids[i][pm[i]].tolist(), batch.response_ids[i][rm[i]].tolist(), uid, batch.answers[i],
+               float(batch.reward[i]))
+        g = out.setdefault(uid, Group(uid, [], []))
+        g.rewards.append(row[4])
+        g.payload.append(row)
+    return list(out.values())
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, policy, run):
+        self.cfg, self.policy, self.run = cfg, policy, run
+        self.updater = Updater(policy, OptimConfig(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay,
+                                                   params=cfg.params, grad_clip=cfg.grad_clip,
+                                                   temperature=cfg.temperature),
+                               ClipConfig(cfg.clip_low, cfg.clip_high))
+        self.source = ProblemSource(cfg.data, cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.sampler = make_sampler(policy, cfg.engine)
+        self.rb = RewardBalancedBuffer(cfg.prompts, cfg.tau, cfg.rb_max_age, cfg.rb_max_wait) if cfg.rb else None
+        self.step = 0
+
+    # -- resume state ---------------------------------------------------------------------------
+    def save_state(self) -> None:
+        tmp = self.run.path / "resume.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        torch.save({"model": self.policy.model.state_dict(), "optimizer": self.updater.optimizer.state_dict(),
+                    "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(), "step": self.step}, tmp / "state.pt")
+        (tmp / "extra.pkl").write_bytes(pickle.dumps({"source_rng": self.source.rng.getstate(), "rb": self.rb}))
+        final = self.run.path / "resume"
+        old = self.run.path / "resume.old"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_state(self) -> None:
+        d = self.run.path / "resume"
+        if not d.exists():
+            d = self.run.path / "resume.old"  # crashed between the two renames
+        if not d.exists():
+            return
+        st = torch.load(d / "state.pt", weights_only=False)
+        self.policy.model.load_state_dict(st["model"])
+        self.updater.optimizer.load_state_dict(st["optimizer"])
+        self.gen.set_state(st["gen"])
+        torch.set_rng_state(st["torch_rng"])
+        self.step = st["step"]
+        extra = pickle.loads((d / "extra.pkl").read_bytes())
+        self.source.rng.setstate(extra["source_rng"])
+        self.rb = extra["rb"]
+        for table in ("metrics", "validation", "tokens", "proxy"):  # drop rows written after the checkpoint
+            for p in self.run.parts(table):
+                if int(p.stem.split("-")[1]) > self.step:
+                    p.unlink()
+
+    def save_checkpoint(self) -> None:
+        out = self.run.path / "checkpoints" / f"step-{self.step:05d}"
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.policy.model.save_pretrained(tmp)
+        self.policy.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+
+    # -- one step -------------------------------------------------------------------------------
+    def next_batch(self) -> tuple[RolloutBatch, dict]:
+        cfg = self.cfg
+        if self.rb is None:
+            return sample_batch(self.policy, self.source.take(cfg.prompts), cfg, self.gen, self.sampler), {}
+        sampled = 0
+        while True:
+            batch = sample_batch(self.policy, self.source.take(cfg.prompts), cfg, self.gen, self.sampler)
+            sampled += len(batch)
+            self.rb.add(to_groups(batch, self.step * 1000 + sampled))
+            groups = self.rb.release()
+            if groups is not None:
+                return concat_groups(self.policy, groups), {"rb_rollouts_sampled_this_step": sampled, **self.rb.stats()}
+
+    def train_step(self) -> dict:
+        cfg, t0 = self.cfg, time.time()
+        batch, rb_stats = self.next_batch()
+        adv = batch.advantage * (batch.reward == 1).float() if cfg.positive_only else batch.advantage
+        stats = self.policy.token_stats(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask,
+                                        temperature=cfg.temperature)
+        plan = make_plan(cfg.plan, batch.uid, adv.numpy(), batch.lengths, cfg.minibatch_prompts * cfg.n,
+                         prompt_lengths=batch.prompt_mask.sum(1).numpy(), dp=cfg.dp, seed=cfg.seed * 100003 + self.step)
+        theta0 = self.policy.clone() if cfg.probe_proxy_every and self.step % cfg.probe_proxy_every == 0 else None
+        upd = self.updater.step(batch, plan.minibatches, advantage=adv, old_logprob=stats.logprob)
+        new_lp = self.policy.token_stats(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask,
+                                         temperature=cfg.temperature, with_entropy=False).logprob
+        m = batch.response_mask.bool()
+        delta = (new_lp - stats.logprob)[m].double().numpy()
+        tok_adv = adv[:, None].expand_as(new_lp)[m].numpy()
+        split_frac, mb_per_group = groups_split_fraction(plan.minibatches, batch.uid)
+        row = {"step": self.step, "reward": float(batch.reward.mean()), "mixed_groups": mixed_group_share(batch),
+               "entropy": float(stats.entropy[m].mean()), "response_length": float(batch.lengths.mean()),
+               "rollouts": len(batch), "minibatches": len(plan.minibatches), "groups_split_frac": split_frac,
+               "minibatches_per_group": mb_per_group, "mean_abs_S_B": float(plan.stats.abs_group_adv_sum.mean()),
+               **upd, **flip_summary(delta, tok_adv), **rb_stats, "seconds": time.time() - t0}
+        self.run.write_part("metrics", self.step, pd.DataFrame([row]))
+        if cfg.save_tokens:
+            tt = token_table(batch.with_advantage(adv), stats.logprob, new_lp, stats.entropy, self.policy.tokenizer,
+                             step=self.step)
+            self.run.write_part("tokens", self.step, tt)
+        if theta0 is not None:
+            self.run.write_part("proxy", self.step, pd.DataFrame([proxy_agreement(theta0, batch, plan.minibatches, adv,
+                                                                                  stats.logprob, cfg, self.step)]))
+        return row
+
+    def validate(self) -> list[dict]:
+        cfg, rows = self.cfg, []
+        template = cfg.template or default_template(cfg.model)
+        was = self.policy.model.training
+        self.policy.model.eval()
+        for name in cfg.val_sets:
+            probs = benchmark_problems(name, cfg.val_prompts, seed=cfg.seed)
+            k = cfg.val_k if cfg.model == "toy" else benchmark_k(name)
+            df = sample_and_score(self.policy, probs, k, cfg.val_temperature, cfg.val_top_p, cfg.max_new_tokens,
+                                  template, torch.Generator().manual_seed(cfg.seed + 7 * self.step), self.sampler)
+            rows.append({"step": self.step, "benchmark": name, "k": k, "accuracy": score_frame(df, k),
+                         "mean_length": float(df.length.mean()), "problems": len(probs)})
+        self.policy.model.train(was)
+        self.run.write_part("validation", self.step, pd.DataFrame(rows))
+        return rows
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        if self.step == 0 and not self.run.done_parts("validation"):
+            self.validate()
+        with progress(f"train {cfg.plan}{' +RB' if cfg.rb else ''}", cfg.steps) as advance:
+            advance(self.step)
+            while self.step < cfg.steps:
+                self.step += 1
+                row = self.train_step()
+                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                    val = self.validate()
+                    info(f"step {self.step}: reward {row['reward']:.3f}  val " +
+                         "  ".join(f"{v['benchmark']} {v['accuracy']:.3f}" for v in val))
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save_checkpoint()
+                    self.save_state()
+                advance()
+        return summarize(self.run)
+
+
+def proxy_agreement(theta0, batch, minibatches, adv, old_lp, cfg: TrainConfig, step: int = 0) -> dict:
+    """Fig. 10: sign agreement of delta logp between an LM-head-only and a full-parameter SGD update
+    (lr ``proxy_lr``, no momentum) from the same theta on the same batch and plan."""
+    m = batch.response_mask.bool()
+    deltas = {}
+    for params in ("full", "head"):
+        new = grpo_update(theta0, batch, minibatches, OptimConfig("sgd", cfg.proxy_lr, params=params,
+                                                                  temperature=cfg.temperature),
+                          ClipConfig(cfg.clip_low, cfg.clip_high), advantage=adv, old_logprob=old_lp)
+        lp = new.token_stats(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask,
+                             temperature=cfg.temperature, with_entropy=False).logprob
+        deltas[params] = (lp - old_lp)[m].double().numpy()
+    f, h = deltas["full"], deltas["head"]
+    moved = (np.abs(f) > 1e-6) & (np.abs(h) > 1e-6)
+    return {"step": step, "sign_agreement": float((np.sign(f[moved]) == np.sign(h[moved])).mean()),
+            "tokens": int(moved.sum()), "corr": float(np.corrcoef(f, h)[0, 1])}
+
+
+def summarize(run) -> dict:
+    met = run.read_table("metrics") if run.has_table("metrics") else pd.DataFrame()
+    val = run.read_table("validation") if run.has_table("validation") else pd.DataFrame()
+    out = {"steps": int(met.step.max()) if len(met) else 0}
+    if len(val):
+        mean = val.groupby("step").accuracy.mean()
+        out.update({"val_accuracy_first": float(mean.iloc[0]), "val_accuracy_last": float(mean.iloc[-1]),
+                    "val_accuracy_gain": float(mean.iloc[-1] - mean.iloc[0])})
+    if len(met):
+        out.update({"reward_last": float(met.reward.iloc[-1]), "groups_split_frac": float(met.groups_split_frac.mean()),
+                    "pos_boosted": float(met.pos_boosted.mean()), "neg_boosted": float(met.neg_boosted.mean())})
+        if "rb_utilization" in met:
+            out["rb_utilization"] = float(met.rb_utilization.iloc[-1])
+    return out
+
+
+def run(cfg: TrainConfig, store, resume: str | None = None, command: str = "train") -> tuple:
+    from ..analysis.common import setup, to_dict
+
+    policy = setup(cfg)
+    with store.running(command, to_dict(cfg), resume=resume, model=policy.name, model_hash=policy.weights_hash,
+                       seed=cfg.seed, device=cfg.device) as r:
+        tr = Trainer(cfg, policy, r)
+        if resume:
+            tr.load_state()
+        summary = tr.fit()
+        r.finish(summary)
+    return r, summary

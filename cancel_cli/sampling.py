@@ -1,0 +1,147 @@
+"""Rollout engines behind one interface.
+
+``TorchSampler`` samples from the true distribution (temperature, top-p; never a hidden top-k) with a
+KV cache.  Everything is *shared-prefix* sampling: K prefixes are encoded once, their KV cache is
+repeated M times, and the K*M continuations are decoded together.  GRPO rollouts are the case
+"prefix = prompt, M = n"; Monte-Carlo token values are "prefix = s_t (+ a_t), M = 256".
+``VLLMSampler`` (GPU, optional extra) offers the same interface with prefix caching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .policy import Policy, left_pad, positions
+
+
+@dataclass
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 96
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+def filter_probs(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """The sampling distribution: softmax(logits / T), restricted to the top-p nucleus and renormalised."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        cum = sorted_p.cumsum(-1)
+        drop = cum - sorted_p >= top_p  # keep the smallest prefix whose mass reaches top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, idx, sorted_p)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def draw(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+    if params.temperature == 0:
+        return logits.argmax(-1)
+    probs = filter_probs(logits, params.temperature, params.top_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class TorchSampler:
+    """Batched KV-cache sampling with a HF model (CPU or one GPU)."""
+
+    def __init__(self, policy: Policy, max_rows: int = 1024):
+        self.policy = policy
+        self.max_rows = max_rows
+
+    @torch.no_grad()
+    def continue_prefixes(self, prefixes: list[list[int]], m: int, params: SamplingParams,
+                          generator: torch.Generator | None = None, logprobs: list | None = None) -> list[list[list[int]]]:
+        """For each prefix, ``m`` continuations (token ids, ending with EOS when one was sampled).
+
+        Each prefix is encoded once and its KV cache repeated ``m`` times (shared-prefix sampling).  If
+        ``logprobs`` is a list, it is extended with the per-token log softmax(logits / T) of every
+        sampled token, in the same nesting as the result."""
+        if m < 1:
+            raise ValueError(f"number of continuations must be >= 1, got {m}")
+        per_chunk = max(1, self.max_rows // m)
+        out: list[list[list[int]]] = []
+        for s in range(0, len(prefixes), per_chunk):
+            out.extend(self._continue_chunk(prefixes[s : s + per_chunk], m, params, generator, logprobs))
+        return out
+
+    def _continue_chunk(self, prefixes, m, params, generator, logprobs=None):
+        from transformers import DynamicCache
+
+        model, eos, pad = self.policy.model, self.policy.eos_id, self.policy.pad_id
+        dev = self.policy.device
+        ids, mask = left_pad(prefixes, pad)
+        ids, mask = ids.to(dev), mask.to(dev)
+        cache = DynamicCache()
+        # Encode all but the last prefix token once; the last token is fed with the repeated cache so
+        # the first sampled token comes from exactly the same code path as every later one.
+        head_ids, head_mask = ids[:, :-1], mask[:, :-1]
+        if head_ids.shape[1] > 0:
+            model(input_ids=head_ids, attention_mask=head_mask, position_ids=positions(head_mask),
+                  past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache.batch_repeat_interleave(m)
+        mask = mask.repeat_interleave(m, 0)
+        pos = positions(mask)[:, -1:]
+        tok = ids[:, -1:].repeat_interleave(m, 0)
+        n = tok.shape[0]
+        alive = torch.ones(n, dtype=torch.bool, device=dev)
+        rows = torch.arange(n, device=dev)  # original row of each live row
+        result: list[list[int]] = [[] for _ in range(n)]
+        lps: list[list[float]] = [[] for _ in range(n)]
+        for _ in range(params.max_new_tokens):
+            logits = model(input_ids=tok, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                           use_cache=True).logits[:, -1]
+            nxt = draw(logits, params, generator)
+            for r, t in zip(rows.tolist(), nxt.tolist()):
+                result[r].append(t)
+            if logprobs is not None:
+                temp = params.temperature or 1.0
+                lp = torch.log_softmax(logits.float() / temp, -1).gather(-1, nxt[:, None]).squeeze(-1)
+                for r, v in zip(rows.tolist(), lp.tolist()):
+                    lps[r].append(v)
+            alive = nxt != eos
+            if not alive.any():
+                break
+            if not alive.all():  # drop finished rows from the cache: work stays proportional to live rows
+                keep = alive.nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                rows, nxt, mask, pos = rows[keep], nxt[keep], mask[keep], pos[keep]
+            tok = nxt[:, None]
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            pos = pos + 1
+        if logprobs is not None:
+            logprobs.extend(lps[i * m : (i + 1) * m] for i in range(len(prefixes)))
+        return [result[i * m : (i + 1) * m] for i in range(len(prefixes))]
+
+    def rollouts(self, prompts: list[list[int]], n: int, params: SamplingParams,
+                 generator: torch.Generator | None = None) -> list[list[list[int]]]:
+        """GRPO rollouts: n responses per prompt."""
+        return self.continue_prefixes(prompts, n, params, generator)
+
+
+def make_sampler(policy: Policy, engine: str = "auto"):
+    """``torch`` | ``vllm`` | ``auto`` (vLLM when CUDA and vLLM are present, else torch)."""
+    if engine == "auto":
+        engine = "vllm" if _vllm_available() else "torch"
+    if engine == "torch":
+        return TorchSampler(policy)
+    if engine == "vllm":
+        from .vllm_engine import VLLMSampler  # lazy: CUDA-only dependency
+
+        return VLLMSampler(policy)
+    raise ValueError(f"unknown sampling engine {engine!r} (torch | vllm | auto)")
+
+
+def _vllm_available() -> bool:
+    import importlib.util
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None

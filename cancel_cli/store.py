@@ -1,0 +1,212 @@
+"""The results store: ``results/<command>/<run_id>/`` with ``run.json`` and parquet tables.
+
+Every write is atomic (temp file in the same folder + ``os.replace``).  A run is ``done`` only after all
+its tables are written; a crashed run stays ``failed`` or ``running`` and never feeds a plot.  Long jobs
+write numbered chunk files (``<table>.parts/part-000012.parquet``) so ``--resume`` continues without
+losing or duplicating rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from . import __version__
+from .errors import UserError
+
+STATUSES = ("running", "done", "failed")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
+
+
+def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformers", "math-verify", "pandas", "verl", "vllm"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class Run:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def meta(self) -> dict:
+        try:
+            return json.loads((self.path / "run.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {"status": "failed", "command": self.path.parent.name, "error": "unreadable run.json"}
+
+    @property
+    def status(self) -> str:
+        return self.meta.get("status", "failed")
+
+    @property
+    def config(self) -> dict:
+        return self.meta.get("config", {})
+
+    def update(self, **fields) -> None:
+        meta = self.meta
+        meta.update(fields)
+        atomic_write_json(self.path / "run.json", meta)
+
+    # -- tables ---------------------------------------------------------------------------------
+    def write_table(self, name: str, df: pd.DataFrame) -> Path:
+        p = self.path / f"{name}.parquet"
+        atomic_write_parquet(p, df)
+        return p
+
+    def has_table(self, name: str) -> bool:
+        return (self.path / f"{name}.parquet").exists() or (self.path / f"{name}.parts").is_dir()
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        p = self.path / f"{name}.parquet"
+        if p.exists():
+            return pd.read_parquet(p)
+        parts = self.parts(name)
+        if parts:
+            return pd.concat([pd.read_parquet(x) for x in parts], ignore_index=True)
+        raise UserError(f"run {self.id} has no table {name!r}")
+
+    def write_part(self, name: str, index: int, df: pd.DataFrame) -> None:
+        """One chunk of a resumable table; a chunk file exists only when fully written."""
+        atomic_write_parquet(self.path / f"{name}.parts" / f"part-{index:06d}.parquet", df)
+
+    def parts(self, name: str) -> list[Path]:
+        d = self.path / f"{name}.parts"
+        return sorted(d.glob("part-*.parquet")) if d.is_dir() else []
+
+    def done_parts(self, name: str) -> set[int]:
+        return {int(p.stem.split("-")[1]) for p in self.parts(name)}
+
+    def write_json(self, name: str, obj) -> None:
+        atomic_write_json(self.path / f"{name}.json", obj)
+
+    def read_json(self, name: str):
+        return json.loads((self.path / f"{name}.json").read_text())
+
+    def finish(self, summary: dict | None = None) -> None:
+        self.update(status="done", end=time.strftime("%Y-%m-%dT%H:%M:%S"), summary=summary or {})
+
+    def fail(self, error: str) -> None:
+        self.update(status="failed", end=time.strftime("%Y-%m-%dT%H:%M:%S"), error=error)
+
+
+class Store:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root or os.environ.get("CANCEL_RESULTS", "results")).expanduser()
+
+    def _check_writable(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"results directory {self.root} is not writable ({e.strerror or e})") from None
+
+    def new_run(self, command: str, config: dict, *, model: str = "", model_hash: str = "", seed: int | None = None,
+                device: str = "cpu") -> Run:
+        self._check_writable()
+        run_id = f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        run = Run(self.root / command / run_id)
+        run.path.mkdir(parents=True)
+        atomic_write_json(run.path / "run.json", {
+            "id": run_id, "command": command, "status": "running", "config": config, "model": model,
+            "model_hash": model_hash, "seed": seed, "version": __version__, "packages": package_versions(),
+            "device": device, "host": platform.node(), "start": time.strftime("%Y-%m-%dT%H:%M:%S"), "end": None,
+        })
+        return run
+
+    @contextmanager
+    def running(self, command: str, config: dict, resume: str | None = None, **meta):
+        """A run that is marked failed if the body raises; ``resume`` reopens an unfinished run."""
+        if resume:
+            run = self.get(resume)
+            if run.meta.get("command") != command:
+                raise UserError(f"run {resume} is a {run.meta.get('command')} run, not {command}")
+            if run.status == "done":
+                raise UserError(f"run {resume} is already done; nothing to resume")
+            run.update(status="running", resumed=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        else:
+            run = self.new_run(command, config, **meta)
+        try:
+            yield run
+        except BaseException as e:
+            run.fail(f"{type(e).__name__}: {e}")
+            raise
+
+    def runs(self, command: str | None = None) -> list[Run]:
+        if not self.root.exists():
+            return []
+        dirs = [self.root / command] if command else [d for d in self.root.iterdir() if d.is_dir()]
+        out = [Run(p) for d in dirs if d.is_dir() for p in d.iterdir() if (p / "run.json").exists()]
+        return sorted(out, key=lambda r: (r.meta.get("start") or "", r.id))
+
+    def get(self, run_id: str) -> Run:
+        for r in self.runs():
+            if r.id == run_id:
+                return r
+        raise UserError(f"no run {run_id!r} in {self.root} (see `cancel results ls`)")
+
+    def get_done(self, run_id: str) -> Run:
+        run = self.get(run_id)
+        if run.status != "done":
+            raise UserError(f"run {run_id} is {run.status}, not done; it cannot be used")
+        return run
+
+    def latest(self, command: str, **config_match) -> Run | None:
+        """The most recent done run of ``command`` whose config matches the given items."""
+        for r in reversed(self.runs(command)):
+            if r.status == "done" and all(r.config.get(k) == v for k, v in config_match.items()):
+                return r
+        return None
+
+    def rm(self, run_id: str) -> None:
+        shutil.rmtree(self.get(run_id).path)
