@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..analysis.common import ProblemSource, RolloutConfig, mixed_group_share, sample_batch
-from ..analysis.flip import flip_summary, token_table
+from ..analysis.flip import flip_rate, flip_summary, token_table
 from ..console import info, progress
 from ..errors import UserError
 from ..evaluation import benchmark_k, benchmark_problems, sample_and_score, score_frame
@@ -102,8 +102,10 @@ def to_groups(batch: RolloutBatch, step: int) -> list[Group]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, policy, run):
+    def __init__(self, cfg: TrainConfig, policy, run, tags: dict | None = None, part_offset: int = 0):
+        """``tags`` are extra columns on every row; ``part_offset`` separates several trainings in one run."""
         self.cfg, self.policy, self.run = cfg, policy, run
+        self.tags, self.part_offset = tags or {}, part_offset
         self.updater = Updater(policy, OptimConfig(cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay,
                                                    params=cfg.params, grad_clip=cfg.grad_clip,
                                                    temperature=cfg.temperature),
@@ -186,42 +188,46 @@ class Trainer:
                                          temperature=cfg.temperature, with_entropy=False).logprob
         m = batch.response_mask.bool()
         delta = (new_lp - stats.logprob)[m].double().numpy()
-        tok_adv = adv[:, None].expand_as(new_lp)[m].numpy()
+        # classes by the sign of the rollout's GRPO advantage (also under positive-only training, Fig. 1d)
+        tok_adv = batch.advantage[:, None].expand_as(new_lp)[m].numpy()
         split_frac, mb_per_group = groups_split_fraction(plan.minibatches, batch.uid)
         row = {"step": self.step, "reward": float(batch.reward.mean()), "mixed_groups": mixed_group_share(batch),
                "entropy": float(stats.entropy[m].mean()), "response_length": float(batch.lengths.mean()),
                "rollouts": len(batch), "minibatches": len(plan.minibatches), "groups_split_frac": split_frac,
                "minibatches_per_group": mb_per_group, "mean_abs_S_B": float(plan.stats.abs_group_adv_sum.mean()),
-               **upd, **flip_summary(delta, tok_adv), **rb_stats, "seconds": time.time() - t0}
-        self.run.write_part("metrics", self.step, pd.DataFrame([row]))
+               **upd, **flip_summary(delta, tok_adv), "flip_rate": flip_rate(delta, tok_adv), **rb_stats,
+               "seconds": time.time() - t0, **self.tags}
+        self.run.write_part("metrics", self.part_offset + self.step, pd.DataFrame([row]))
         if cfg.save_tokens:
-            tt = token_table(batch.with_advantage(adv), stats.logprob, new_lp, stats.entropy, self.policy.tokenizer,
-                             step=self.step)
-            self.run.write_part("tokens", self.step, tt)
+            tt = token_table(batch, stats.logprob, new_lp, stats.entropy, self.policy.tokenizer, step=self.step,
+                             **self.tags)
+            self.run.write_part("tokens", self.part_offset + self.step, tt)
         if theta0 is not None:
-            self.run.write_part("proxy", self.step, pd.DataFrame([proxy_agreement(theta0, batch, plan.minibatches, adv,
+            self.run.write_part("proxy", self.part_offset + self.step, pd.DataFrame([proxy_agreement(theta0, batch, plan.minibatches, adv,
                                                                                   stats.logprob, cfg, self.step)]))
         return row
 
     def validate(self) -> list[dict]:
         cfg, rows = self.cfg, []
+        if not cfg.val_sets:
+            return rows
         template = cfg.template or default_template(cfg.model)
         was = self.policy.model.training
         self.policy.model.eval()
         for name in cfg.val_sets:
-            probs = benchmark_problems(name, cfg.val_prompts, seed=cfg.seed)
+            probs = benchmark_problems(name, cfg.val_prompts or None, seed=cfg.seed)
             k = cfg.val_k if cfg.model == "toy" else benchmark_k(name)
             df = sample_and_score(self.policy, probs, k, cfg.val_temperature, cfg.val_top_p, cfg.max_new_tokens,
                                   template, torch.Generator().manual_seed(cfg.seed + 7 * self.step), self.sampler)
             rows.append({"step": self.step, "benchmark": name, "k": k, "accuracy": score_frame(df, k),
-                         "mean_length": float(df.length.mean()), "problems": len(probs)})
+                         "mean_length": float(df.length.mean()), "problems": len(probs), **self.tags})
         self.policy.model.train(was)
-        self.run.write_part("validation", self.step, pd.DataFrame(rows))
+        self.run.write_part("validation", self.part_offset + self.step, pd.DataFrame(rows))
         return rows
 
     def fit(self) -> dict:
         cfg = self.cfg
-        if self.step == 0 and not self.run.done_parts("validation"):
+        if self.step == 0 and self.part_offset not in self.run.done_parts("validation"):
             self.validate()
         with progress(f"train {cfg.plan}{' +RB' if cfg.rb else ''}", cfg.steps) as advance:
             advance(self.step)
@@ -230,9 +236,10 @@ class Trainer:
                 row = self.train_step()
                 if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                     val = self.validate()
-                    info(f"step {self.step}: reward {row['reward']:.3f}  val " +
-                         "  ".join(f"{v['benchmark']} {v['accuracy']:.3f}" for v in val))
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    if val:
+                        info(f"step {self.step}: reward {row['reward']:.3f}  val " +
+                             "  ".join(f"{v['benchmark']} {v['accuracy']:.3f}" for v in val))
+                if cfg.checkpoint_every and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps):
                     self.save_checkpoint()
                     self.save_state()
                 advance()

@@ -1,0 +1,61 @@
+"""``cancel flip``: Alg. 1 at every step of a short GRPO run, for one or several models (Fig. 1a-c, 9).
+
+The run holds, per model, the per-step summary (``steps``) and the per-token table (``tokens``); the
+same probe the trainer records.  ``--from-run`` copies the probe of a finished train run instead.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..config import load_policy
+from ..console import print_table
+from ..errors import UserError
+from ..grpo.trainer import Trainer, TrainConfig
+from .common import from_dict
+
+SUMMARY_COLS = ["pos_boosted", "pos_suppressed", "pos_stable", "neg_boosted", "neg_suppressed", "neg_stable",
+                "all_boosted", "all_suppressed", "all_stable", "pos_mean_abs_delta", "neg_mean_abs_delta", "flip_rate"]
+
+
+def summarize(steps: pd.DataFrame) -> dict:
+    avg = steps.groupby("model")[SUMMARY_COLS].mean()
+    out = {"models": list(avg.index), "steps": int(steps.step.max())}
+    for model, row in avg.iterrows():
+        prefix = "" if len(avg) == 1 else f"{model}/"
+        out.update({f"{prefix}{k}": float(v) for k, v in row.items()})
+    return out
+
+
+def run(models: list[str], base: dict, store, from_run: str | None = None):
+    if from_run:
+        src = store.get_done(from_run)
+        if src.meta.get("command") != "train":
+            raise UserError(f"--from-run needs a train run, {from_run} is a {src.meta.get('command')} run")
+        steps = src.read_table("metrics").assign(model=src.meta.get("model", "?"))
+        with store.running("flip", {"from_run": from_run}, model=src.meta.get("model", "")) as r:
+            r.write_table("steps", steps)
+            if src.has_table("tokens"):
+                r.write_table("tokens", src.read_table("tokens"))
+            summary = summarize(steps)
+            r.finish(summary)
+        return r, summary
+    cfg0 = from_dict(TrainConfig, {**base, "val_sets": [], "checkpoint_every": 0, "save_tokens": True})
+    cfg0.validate()
+    policies = [load_policy(m, cfg0.device, cfg0.dtype) for m in models]  # fail fast on a bad model name
+    config = {"models": models, **{k: v for k, v in vars(cfg0).items() if k != "model"}}
+    with store.running("flip", config, model=",".join(p.name for p in policies),
+                       model_hash=",".join(p.weights_hash for p in policies), seed=cfg0.seed, device=cfg0.device) as r:
+        for i, (name, policy) in enumerate(zip(models, policies)):
+            cfg = from_dict(TrainConfig, {**vars(cfg0), "model": name})
+            Trainer(cfg, policy, r, tags={"model": name}, part_offset=i * 100_000).fit()
+        steps = r.read_table("metrics")
+        r.write_table("steps", steps)
+        summary = summarize(steps)
+        print_table("token flipping (mean over steps)", [
+            {"model": m, "A>0 boosted": g.pos_boosted.mean(), "A<0 boosted": g.neg_boosted.mean(),
+             "A>0 suppressed": g.pos_suppressed.mean(), "A<0 suppressed": g.neg_suppressed.mean(),
+             "|d| A>0": g.pos_mean_abs_delta.mean(), "|d| A<0": g.neg_mean_abs_delta.mean()}
+            for m, g in steps.groupby("model")])
+        r.finish(summary)
+    return r, summary

@@ -1,0 +1,112 @@
+"""``cancel positive-only``: Alg. 2 (App. E.1), Fig. 1d and Fig. 4.
+
+From one saved theta_0 and one rollout batch B: a positive-only update (A+ = A * 1[r = 1]) and a joint
+GRPO update, both from theta_0 and both measured on the full batch B.  Per variant: flip ratios, the
+flip rate (share of moved tokens whose delta sign disagrees with the sign of their rollout's GRPO
+advantage), the share of boosted mass (sum of positive deltas) per token category and the top-20
+boosted tokens.  Fig. 1d: flip ratios across steps of positive-only training vs GRPO training from
+theta_0 (two short trainer runs, same seed, same prompts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..console import print_table
+from ..grpo.plans import make_plan
+from ..grpo.trainer import Trainer, TrainConfig
+from ..grpo.update import OptimConfig, grpo_update
+from .categories import CATEGORIES, classify_tokens
+from .common import ProblemSource, RolloutConfig, sample_batch, setup, to_dict
+from .flip import flip_rate, flip_summary, token_table
+
+
+@dataclass
+class PositiveOnlyConfig(RolloutConfig):
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    minibatch_prompts: int = 0  # 0 = the whole batch is one mini-batch (one update)
+    train_steps: int = 8  # Fig. 1d
+    train_lr: float = 2e-4
+    top: int = 20
+
+
+def categorize(batch, tokenizer) -> np.ndarray:
+    """Category of every response token (flattened like the per-token table)."""
+    special = set(tokenizer.all_special_tokens)
+    out = []
+    for ids, m in zip(batch.response_ids, batch.response_mask.bool()):
+        pieces = [tokenizer.decode([t], skip_special_tokens=False) for t in ids[m].tolist()]
+        out.extend(classify_tokens(pieces, special))
+    return np.array(out)
+
+
+def boosted_mass(df: pd.DataFrame, col: str) -> dict:
+    pos = df[col].clip(lower=0)
+    total = pos.sum()
+    return {c: float(pos[df.category == c].sum() / total) if total > 0 else float("nan") for c in CATEGORIES}
+
+
+def top_boosted(df: pd.DataFrame, col: str, k: int = 20) -> pd.DataFrame:
+    g = df.assign(b=df[col].clip(lower=0)).groupby(["token_text", "category"]).b.agg(["sum", "count"])
+    return g.sort_values("sum", ascending=False).head(k).reset_index().rename(columns={"sum": "boosted_mass"})
+
+
+def run(cfg: PositiveOnlyConfig, store):
+    policy = setup(cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with store.running("positive-only", to_dict(cfg), model=policy.name, model_hash=policy.weights_hash, seed=cfg.seed,
+                       device=cfg.device) as r:
+        batch = sample_batch(policy, ProblemSource(cfg.data, cfg.seed).take(cfg.prompts), cfg, gen)
+        r.write_table("batch", batch.to_frame())
+        st = policy.token_stats(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask,
+                                temperature=cfg.temperature)
+        mb = (cfg.minibatch_prompts or cfg.prompts) * cfg.n
+        plan = make_plan("verl-default", batch.uid, batch.advantage.numpy(), batch.lengths, mb, seed=cfg.seed).minibatches
+        a_plus = batch.advantage * (batch.reward == 1).float()  # A+ = A * 1[r = 1]
+        opt = OptimConfig(cfg.optimizer, cfg.lr, temperature=cfg.temperature)
+        m = batch.response_mask.bool()
+        tok_adv = batch.advantage[:, None].expand_as(st.logprob)[m].numpy()
+        table = token_table(batch, st.logprob, st.logprob, st.entropy, policy.tokenizer).drop(
+            columns=["new_logprob", "delta", "class"])
+        table["category"] = categorize(batch, policy.tokenizer)
+        rows = []
+        for variant, adv in (("positive_only", a_plus), ("grpo", batch.advantage)):
+            new = grpo_update(policy, batch, plan, opt, advantage=adv, old_logprob=st.logprob)  # from theta_0
+            lp = new.token_stats(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask,
+                                 temperature=cfg.temperature, with_entropy=False).logprob
+            delta = (lp - st.logprob)[m].double().numpy()  # measured on the full batch B
+            table[f"delta_{variant}"] = delta
+            rows.append({"variant": variant, **flip_summary(delta, tok_adv), "flip_rate": flip_rate(delta, tok_adv),
+                         **{f"mass_{c}": v for c, v in boosted_mass(table, f"delta_{variant}").items()}})
+        variants = pd.DataFrame(rows)
+        r.write_table("tokens", table)
+        r.write_table("variants", variants)
+        r.write_table("top_boosted", pd.concat([top_boosted(table, f"delta_{v}", cfg.top).assign(variant=v)
+                                                for v in ("positive_only", "grpo")]))
+        # Fig. 1d: positive-only training vs GRPO training from theta_0
+        for i, pos in enumerate((True, False)):
+            base = {k: v for k, v in to_dict(cfg).items() if k in RolloutConfig.__dataclass_fields__}
+            tcfg = TrainConfig(**{**base, "steps": cfg.train_steps, "positive_only": pos, "lr": cfg.train_lr,
+                                  "optimizer": "adamw", "val_sets": [], "checkpoint_every": 0,
+                                  "minibatch_prompts": max(1, cfg.prompts // 4)})
+            Trainer(tcfg, policy.clone(), r, tags={"variant": "positive_only" if pos else "grpo"},
+                    part_offset=i * 100_000).fit()
+        curves = r.read_table("metrics")
+        r.write_table("training", curves)
+        v = variants.set_index("variant")
+        summary = {"flip_rate_positive_only": float(v.flip_rate["positive_only"]), "flip_rate_grpo": float(v.flip_rate["grpo"]),
+                   "format_mass_positive_only": float(v.mass_format["positive_only"]),
+                   "format_mass_grpo": float(v.mass_format["grpo"]),
+                   "train_flip_rate_positive_only": float(curves[curves.variant == "positive_only"].flip_rate.mean()),
+                   "train_flip_rate_grpo": float(curves[curves.variant == "grpo"].flip_rate.mean())}
+        print_table("positive-only vs GRPO (one update from theta_0, measured on the full batch)",
+                    [{"variant": k, "flip rate": row.flip_rate, "A>0 boosted": row.pos_boosted,
+                      "A<0 boosted": row.neg_boosted, **{f"mass {c}": row[f"mass_{c}"] for c in CATEGORIES}}
+                     for k, row in v.iterrows()])
+        r.finish(summary)
+    return r, summary
