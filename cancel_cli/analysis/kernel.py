@@ -7,6 +7,8 @@ For tokens j, k with LM-head inputs h and output distributions pi (at the state 
     phi_jk = <r_j, r_k> = 1[o_j = o_k] - pi_j(o_k) - pi_k(o_j) + <pi_j, pi_k>   (Eq. 8)
     contribution of k to j: A_k <h_j, h_k> phi_jk                           (Eq. 9)
 
+For o_j = o_k = o, Eq. 10 writes phi = (1 - pi_j(o))(1 - pi_k(o)); the exact value (Eq. 8, computed
+here) adds sum_{v != o} pi_j(v) pi_k(v) >= 0, the overlap of the two distributions' remaining mass.
 At sampling temperature T the logits are W h / T, so g^W = r h^T / T and the kernel carries 1 / T^2.
 Only <pi_j, pi_k> needs the vocabulary: it is a matrix product of blocks of probability rows,
 recomputed from h and W per block, so no V-sized vector is ever formed per pair.

@@ -106,7 +106,7 @@ class Updater:
             clipfrac.append(tot_clip)
         model.train(was_training)
         return {"loss": sum(losses) / max(len(losses), 1), "clipfrac": sum(clipfrac) / max(len(clipfrac), 1),
-                "optimizer_steps": len(minibatches)}
+                "optimizer_steps": len(minibatches), "minibatch_losses": losses}
 
 
 def grpo_update(policy: Policy, batch: RolloutBatch, minibatches: list[list[int]] | None = None,
