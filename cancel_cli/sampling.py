@@ -60,21 +60,24 @@ class TorchSampler:
 
     @torch.no_grad()
     def continue_prefixes(self, prefixes: list[list[int]], m: int, params: SamplingParams,
-                          generator: torch.Generator | None = None, logprobs: list | None = None) -> list[list[list[int]]]:
+                          generator: torch.Generator | None = None, logprobs: list | None = None,
+                          budgets: list[int] | None = None) -> list[list[list[int]]]:
         """For each prefix, ``m`` continuations (token ids, ending with EOS when one was sampled).
 
         Each prefix is encoded once and its KV cache repeated ``m`` times (shared-prefix sampling).  If
         ``logprobs`` is a list, it is extended with the per-token log softmax(logits / T) of every
-        sampled token, in the same nesting as the result."""
+        sampled token, in the same nesting as the result.  ``budgets`` caps the continuation length per
+        prefix (default ``params.max_new_tokens`` for all)."""
         if m < 1:
             raise ValueError(f"number of continuations must be >= 1, got {m}")
         per_chunk = max(1, self.max_rows // m)
         out: list[list[list[int]]] = []
         for s in range(0, len(prefixes), per_chunk):
-            out.extend(self._continue_chunk(prefixes[s : s + per_chunk], m, params, generator, logprobs))
+            bud = budgets[s : s + per_chunk] if budgets is not None else None
+            out.extend(self._continue_chunk(prefixes[s : s + per_chunk], m, params, generator, logprobs, bud))
         return out
 
-    def _continue_chunk(self, prefixes, m, params, generator, logprobs=None):
+    def _continue_chunk(self, prefixes, m, params, generator, logprobs=None, budgets=None):
         from transformers import DynamicCache
 
         model, eos, pad = self.policy.model, self.policy.eos_id, self.policy.pad_id
@@ -95,9 +98,12 @@ class TorchSampler:
         n = tok.shape[0]
         alive = torch.ones(n, dtype=torch.bool, device=dev)
         rows = torch.arange(n, device=dev)  # original row of each live row
+        cap = torch.tensor([b for b in (budgets or [params.max_new_tokens] * len(prefixes)) for _ in range(m)], device=dev)
+        if (cap < 1).any():
+            raise ValueError("every continuation budget must be >= 1")
         result: list[list[int]] = [[] for _ in range(n)]
         lps: list[list[float]] = [[] for _ in range(n)]
-        for _ in range(params.max_new_tokens):
+        for step in range(int(cap.max())):
             logits = model(input_ids=tok, attention_mask=mask, position_ids=pos, past_key_values=cache,
                            use_cache=True).logits[:, -1]
             nxt = draw(logits, params, generator)
@@ -108,7 +114,7 @@ class TorchSampler:
                 lp = torch.log_softmax(logits.float() / temp, -1).gather(-1, nxt[:, None]).squeeze(-1)
                 for r, v in zip(rows.tolist(), lp.tolist()):
                     lps[r].append(v)
-            alive = nxt != eos
+            alive = (nxt != eos) & (cap[rows] > step + 1)
             if not alive.any():
                 break
             if not alive.all():  # drop finished rows from the cache: work stays proportional to live rows

@@ -122,6 +122,9 @@ class Run:
         d = self.path / f"{name}.parts"
         return sorted(d.glob("part-*.parquet")) if d.is_dir() else []
 
+    def read_table_part(self, name: str, index: int) -> pd.DataFrame:
+        return pd.read_parquet(self.path / f"{name}.parts" / f"part-{index:06d}.parquet")
+
     def done_parts(self, name: str) -> set[int]:
         return {int(p.stem.split("-")[1]) for p in self.parts(name)}
 
