@@ -80,7 +80,10 @@ def proxy_cosine(W, h, tok, A, c: int, M: torch.Tensor, temperature=1.0) -> floa
     a = A[M].double()
     cross = (K[0, 1:].double() * a).sum()
     norm_m = (a[:, None] * K[1:, 1:].double() * a[None, :]).sum().clamp(min=0).sqrt()
-    return float(cross / (K[0, 0].double().clamp(min=1e-30).sqrt() * norm_m.clamp(min=1e-30)))
+    norm_c = K[0, 0].double().clamp(min=0).sqrt()
+    if norm_c < 1e-12 or norm_m < 1e-12:  # a (near-)certain token has no LM-head gradient: cosine undefined
+        return float("nan")
+    return float((cross / (norm_c * norm_m)).clamp(-1, 1))
 
 
 def draw_masks(ft, p, cfg: MaskConfig, gen) -> tuple[torch.Tensor, dict]:
