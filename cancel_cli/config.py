@@ -101,7 +101,10 @@ def load_preset(name: str) -> dict:
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in EXPERIMENTS.glob("*.yaml")))
         raise UserError(f"unknown preset {name!r} (known: {known})")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"preset {path} is not valid YAML ({str(e).splitlines()[0]})") from None
 
 
 def check_positive(**sizes) -> None:

@@ -11,6 +11,8 @@ top-25/50/100% candidates by |value|.
 - ``batch-size``: 16..96 prompts x 8 rollouts (the candidate prompts plus further pool prompts).
 - ``rollout-n``: 64 prompts x n rollouts, n = 1..8 (designated rollout first).  With n = 1 every GRPO
   advantage is 0, nothing moves and the gap is undefined (NaN).
+One pool of ``pool_prompts`` prompts x 16 rollouts (same seed -> same pool) serves all three axes, so
+the candidate set and its cached values are shared between the sweeps.
 - ``reward-mix``: 64 prompts x 8 rollouts with exactly k positives, k = 0..8, drawn from a pool of 16
   rollouts per prompt; prompts without enough rollouts of a sign are left out at that k.  k = 0 and 8
   have zero advantages (NaN gap).
@@ -46,6 +48,7 @@ class BudgetConfig(RolloutConfig):
     candidates: int = 48
     cand_prompts: int = 16
     base_prompts: int = 64  # batch size on the rollout-n and reward-mix axes
+    pool_prompts: int = 96  # one pool (prompts x 16 rollouts) serves every axis, so candidate values are shared
     values: str = ""
     chunk: int = 4
 
@@ -130,8 +133,8 @@ def run(cfg: BudgetConfig, store, resume: str | None = None):
     values = axis_values(cfg)
     policy = setup(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    pool_n = 16 if cfg.axis == "reward-mix" else 8
-    n_prompts = max(values) if cfg.axis == "batch-size" else cfg.base_prompts
+    pool_n = 16  # batch-size and rollout-n use the first 8 rollouts of each prompt; reward-mix all 16
+    n_prompts = max([cfg.pool_prompts, cfg.base_prompts] + (values if cfg.axis == "batch-size" else []))
     with store.running("budget-sweep", to_dict(cfg), resume=resume, model=policy.name, model_hash=policy.weights_hash,
                        seed=cfg.seed, device=cfg.device) as run:
         if run.has_table("pool"):

@@ -5,7 +5,7 @@
 where N+ / N- count rollouts with reward 1 / 0.  Whole groups are buffered; when the buffer holds at
 least ``batch_groups`` groups, B is *chosen* to satisfy the constraint whenever any choice of
 ``batch_groups`` groups can (exact subset search over positive counts with bitsets, preferring the
-oldest groups and the most balanced B), not taken first-come.  Groups left behind age by one step per
+oldest groups, then the most balanced B), not taken first-come.  Groups left behind age by one step per
 release attempt and are dropped beyond ``max_age``.  After ``max_wait`` consecutive failed attempts the
 buffer raises ``RBStarved`` with the reason (a stream with no mixed groups never balances).
 """
@@ -41,8 +41,11 @@ def check_tau(tau: float) -> None:
 
 def select_balanced(pos_counts: list[int], size: int, k: int, tau: float) -> list[int] | None:
     """Indices of k groups (each of ``size`` rollouts, listed oldest first) whose positives P satisfy
-    min(P, k*size - P) >= tau*k*size; the P closest to half is chosen, older groups preferred.  None if
-    no choice exists."""
+    min(P, k*size - P) >= tau*k*size, or None if no choice exists.
+
+    Exact: bitset DP over (groups used, positives).  Among all satisfying choices it returns the one that
+    prefers the oldest groups (smallest index sum; ties to the most balanced P), so with tau = 0 it is
+    exactly the oldest-first choice verl's sync replay buffer makes."""
     total = k * size
     lo = next((p for p in range(total + 1) if min(p, total - p) >= tau * total - 1e-9), None)
     if lo is None or len(pos_counts) < k:
@@ -58,19 +61,22 @@ def select_balanced(pos_counts: list[int], size: int, k: int, tau: float) -> lis
             cur[c] |= prev[c - 1] << p
         reach.append(cur)
     final = reach[-1][k]
-    targets = [s for s in range(lo, hi + 1) if final >> s & 1]
-    if not targets:
-        return None
-    s = min(targets, key=lambda s: abs(2 * s - total))
-    chosen, c = [], k
-    for i in range(len(pos_counts), 0, -1):  # skip the newest groups whenever possible
-        if reach[i - 1][c] >> s & 1:
+    best = None
+    for target in range(lo, hi + 1):
+        if not final >> target & 1:
             continue
-        chosen.append(i - 1)
-        s -= pos_counts[i - 1]
-        c -= 1
-    assert c == 0 and s == 0
-    return sorted(chosen)
+        chosen, c, s = [], k, target
+        for i in range(len(pos_counts), 0, -1):  # skip the newest groups whenever possible
+            if reach[i - 1][c] >> s & 1:
+                continue
+            chosen.append(i - 1)
+            s -= pos_counts[i - 1]
+            c -= 1
+        assert c == 0 and s == 0
+        key = (sum(chosen), abs(2 * target - total))
+        if best is None or key < best[0]:
+            best = (key, sorted(chosen))
+    return None if best is None else best[1]
 
 
 @dataclass

@@ -48,7 +48,12 @@ def score(response: str, gold: str, timeout: int | None = TIMEOUT_S) -> float:
 
 
 def _verify(response: str, gold: str, timeout: int | None = TIMEOUT_S) -> float:
+    import threading
+
     from math_verify import parse, verify
+
+    if threading.current_thread() is not threading.main_thread():
+        timeout = None  # signal.alarm only works in the main thread (e.g. verl reward workers' threads)
 
     try:
         g = parse(f"${gold}$", parsing_timeout=timeout)
