@@ -118,8 +118,8 @@ class Policy:
 
 def logprob_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
                     with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log softmax(logits / T)[target] and the entropy of softmax(logits / T), in fp32."""
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    """log softmax(logits / T)[target] and the entropy of softmax(logits / T), in fp32 (fp64 stays fp64)."""
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature, dim=-1)
     lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     ent = None
     if with_entropy:

@@ -96,24 +96,23 @@ class TorchSampler:
         pos = positions(mask)[:, -1:]
         tok = ids[:, -1:].repeat_interleave(m, 0)
         n = tok.shape[0]
-        alive = torch.ones(n, dtype=torch.bool, device=dev)
         rows = torch.arange(n, device=dev)  # original row of each live row
         cap = torch.tensor([b for b in (budgets or [params.max_new_tokens] * len(prefixes)) for _ in range(m)], device=dev)
         if (cap < 1).any():
             raise ValueError("every continuation budget must be >= 1")
-        result: list[list[int]] = [[] for _ in range(n)]
-        lps: list[list[float]] = [[] for _ in range(n)]
-        for step in range(int(cap.max())):
-            logits = model(input_ids=tok, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                           use_cache=True).logits[:, -1]
+        steps = int(cap.max())
+        no_pad = bool(mask.all())
+        out = torch.full((n, steps), -1, dtype=torch.long, device=dev)  # sampled tokens, -1 = none
+        out_lp = torch.zeros((n, steps), device=dev) if logprobs is not None else None
+        for step in range(steps):
+            # without padding the mask is all ones: omit it so attention takes the plain causal path
+            logits = model(input_ids=tok, attention_mask=None if no_pad else mask, position_ids=pos,
+                           past_key_values=cache, use_cache=True).logits[:, -1]
             nxt = draw(logits, params, generator)
-            for r, t in zip(rows.tolist(), nxt.tolist()):
-                result[r].append(t)
-            if logprobs is not None:
+            out[rows, step] = nxt
+            if out_lp is not None:
                 temp = params.temperature or 1.0
-                lp = torch.log_softmax(logits.float() / temp, -1).gather(-1, nxt[:, None]).squeeze(-1)
-                for r, v in zip(rows.tolist(), lp.tolist()):
-                    lps[r].append(v)
+                out_lp[rows, step] = torch.log_softmax(logits.float() / temp, -1).gather(-1, nxt[:, None]).squeeze(-1)
             alive = (nxt != eos) & (cap[rows] > step + 1)
             if not alive.any():
                 break
@@ -124,7 +123,12 @@ class TorchSampler:
             tok = nxt[:, None]
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             pos = pos + 1
+        lengths = (out >= 0).sum(1).tolist()
+        out_l = out.tolist()
+        result = [row[:k] for row, k in zip(out_l, lengths)]
         if logprobs is not None:
+            lp_l = out_lp.tolist()
+            lps = [row[:k] for row, k in zip(lp_l, lengths)]
             logprobs.extend(lps[i * m : (i + 1) * m] for i in range(len(prefixes)))
         return [result[i * m : (i + 1) * m] for i in range(len(prefixes))]
 

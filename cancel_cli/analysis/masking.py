@@ -49,6 +49,7 @@ class MaskConfig(RolloutConfig):
     low_conf_quantile: float = 0.5
     lr: float = 0.1
     full_candidates: int = 64
+    full_dtype: str = "float64"  # the full path in fp64: masking effects are ~1e-4..1e-7, below fp32 noise
     from_batch: str = ""
 
 
@@ -194,15 +195,19 @@ def run(cfg: MaskConfig, store):
         for cond in CONDITIONS:
             d = head_closed_form(W_new, ft.hidden, ft.token, ft.advantage, probs_rows, cand, masks[cond], cfg.lr, N,
                                  cfg.temperature)
-            for i, c in enumerate(cand.tolist()):
+            for i, c in enumerate(cand.tolist()):  # the LM-head path is exact in fp64 (closed form)
                 rows.append({"candidate": c, "token_id": int(ft.token[c]), "p": float(p[c]), "condition": cond,
                              "delta_head": float(d[i]), "delta_full": np.nan,
                              "cosine": proxy_cosine(W, ft.hidden, ft.token, ft.advantage, c, masks[cond][i], cfg.temperature)})
         df = pd.DataFrame(rows)
         n_full = min(cfg.full_candidates, len(cand))
         if n_full:
-            full = grpo_update(policy, batch, None, OptimConfig("sgd", cfg.lr, params="full", temperature=cfg.temperature))
-            fp = FullPath(policy, full, batch, ft, cfg.lr, N, cfg.temperature)
+            base = policy
+            if cfg.full_dtype == "float64":
+                base = policy.clone()
+                base.model.double()
+            full = grpo_update(base, batch, None, OptimConfig("sgd", cfg.lr, params="full", temperature=cfg.temperature))
+            fp = FullPath(base, full, batch, ft, cfg.lr, N, cfg.temperature)
             with progress("full-parameter masked updates", n_full * len(CONDITIONS)) as advance:
                 for i, c in enumerate(cand[:n_full].tolist()):
                     lp_new = fp.logprob(full, c)
