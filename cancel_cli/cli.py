@@ -51,10 +51,14 @@ def main_options(
     SETTINGS.quiet, SETTINGS.json = quiet, json_out
 
 
-def store():
+def store(write: bool = True):
+    """The results store; commands that write check it is writable before any model is loaded."""
     from .store import Store
 
-    return Store(STATE.results)
+    st = Store(STATE.results)
+    if write:
+        st.check_writable()
+    return st
 
 
 def handled(fn):
@@ -328,7 +332,7 @@ def plot(
     """Render a figure or table (PNG + PDF, tables also as markdown) from the store."""
     from .plots import render
 
-    for p in render(name, store(), out, run_id):
+    for p in render(name, store(write=False), out, run_id):
         typer.echo(str(p), err=SETTINGS.json)
 
 
@@ -354,7 +358,7 @@ def results_ls(command: Optional[str] = typer.Argument(None, help="Only runs of 
     """List runs: id, command, status, model, start."""
     from .console import print_table
 
-    runs = store().runs(command)
+    runs = store(write=False).runs(command)
     rows = [{"id": r.id, "command": r.meta.get("command"), "status": r.status, "model": r.meta.get("model"),
              "start": r.meta.get("start")} for r in runs]
     if SETTINGS.json:
@@ -362,14 +366,14 @@ def results_ls(command: Optional[str] = typer.Argument(None, help="Only runs of 
     elif not rows:
         typer.echo("no runs")
     else:
-        print_table(f"runs in {store().root}", rows)
+        print_table(f"runs in {store(write=False).root}", rows)
 
 
 @results_app.command("show")
 @handled
 def results_show(run_id: str):
     """Show a run's run.json and tables."""
-    r = store().get(run_id)
+    r = store(write=False).get(run_id)
     meta = r.meta
     meta["tables"] = sorted({p.name.split(".")[0] for p in r.path.iterdir() if p.suffix in (".parquet", ".parts")})
     typer.echo(json.dumps(meta, indent=None if SETTINGS.json else 2, default=str))
@@ -379,7 +383,7 @@ def results_show(run_id: str):
 @handled
 def results_rm(run_id: str):
     """Delete a run folder."""
-    store().rm(run_id)
+    store(write=False).rm(run_id)
     typer.echo(f"removed {run_id}", err=True)
 
 

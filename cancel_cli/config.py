@@ -78,6 +78,9 @@ def load_policy(name: str = "toy", device: str = "cpu", dtype: str = "float32"):
     """Load a registry name / HF id / local folder as a Policy (eval mode)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would break one-line errors and --json output
 
     from .policy import Policy
 

@@ -300,7 +300,7 @@ CLAIMS = [claim_flipping, claim_positive_only, claim_coupling, claim_table1, cla
 
 def write_report(store, out: Path, model: str, preset: str, timings: dict, missing: dict) -> Path:
     sections = [c(store) for c in CLAIMS]
-    lines = [f"# Reproduction report: The Cancellation Hypothesis in Critic-Free RL", "",
+    lines = ["# Reproduction report: The Cancellation Hypothesis in Critic-Free RL", "",
              f"Model `{model}`, preset `{preset}`, written {time.strftime('%Y-%m-%d %H:%M:%S')} from the store at "
              f"`{store.root}`.  Every number below is read from a run in that store; the verdict rules were fixed before "
              "the runs and are stated in each section.", "",

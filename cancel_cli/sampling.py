@@ -147,7 +147,9 @@ def make_sampler(policy: Policy, engine: str = "auto"):
     if engine == "vllm":
         from .vllm_engine import VLLMSampler  # lazy: CUDA-only dependency
 
-        return VLLMSampler(policy)
+        if getattr(policy, "_vllm_sampler", None) is None:  # one engine per (fixed) policy
+            policy._vllm_sampler = VLLMSampler(policy)
+        return policy._vllm_sampler
     raise ValueError(f"unknown sampling engine {engine!r} (torch | vllm | auto)")
 
 

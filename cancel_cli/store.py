@@ -145,7 +145,7 @@ class Store:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root or os.environ.get("CANCEL_RESULTS", "results")).expanduser()
 
-    def _check_writable(self) -> None:
+    def check_writable(self) -> None:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-probe-{os.getpid()}"
@@ -156,7 +156,7 @@ class Store:
 
     def new_run(self, command: str, config: dict, *, model: str = "", model_hash: str = "", seed: int | None = None,
                 device: str = "cpu") -> Run:
-        self._check_writable()
+        self.check_writable()
         run_id = f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         run = Run(self.root / command / run_id)
         run.path.mkdir(parents=True)

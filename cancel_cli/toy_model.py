@@ -12,7 +12,6 @@ by ~2 standard errors of a 512-sample estimate so a re-measurement of the shippe
 from __future__ import annotations
 
 import json
-import math
 import random
 import string
 import time

@@ -1,7 +1,5 @@
 import json
-import string
 
-import torch
 
 from cancel_cli.config import TOY_DIR
 from cancel_cli.toy_model import entropy_profile, toy_accuracy

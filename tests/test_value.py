@@ -1,6 +1,5 @@
 """Monte-Carlo token values against exact enumeration, and resumability."""
 
-import itertools
 
 import numpy as np
 import pandas as pd

@@ -32,7 +32,7 @@ class RolloutConfig:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
-    engine: str = "torch"  # torch | vllm | auto
+    engine: str = "auto"  # torch | vllm | auto (vLLM when CUDA and vLLM are present; sampling at a fixed policy)
 
     def validate(self) -> None:
         check_positive(prompts=self.prompts, n=self.n, max_new_tokens=self.max_new_tokens)

@@ -30,7 +30,7 @@ from ..config import check_positive
 from ..console import print_table, progress
 from ..errors import UserError
 from ..grpo.update import OptimConfig, Updater, old_logprobs
-from ..sampling import TorchSampler, filter_probs, make_sampler
+from ..sampling import filter_probs, make_sampler
 from ..tasks.reward import score_batch
 from .common import RolloutConfig, batch_for, setup, to_dict
 from .flip import classify
@@ -111,7 +111,7 @@ def _value_chunk(policy, batch, ch, cfg, params, cache, sampler, ci) -> pd.DataF
         gen = torch.Generator().manual_seed(seed)
         prefixes, budgets, meta = [], [], []
         for i in todo:
-            r, t = int(ch.rollout.iloc[i]), int(ch.position.iloc[i])
+            t = int(ch.position.iloc[i])
             base = prompt[i] + resp[i][:t]
             a = resp[i][t]
             meta.append((i, "s", resp[i][:t]))

@@ -112,7 +112,9 @@ class Trainer:
                                ClipConfig(cfg.clip_low, cfg.clip_high))
         self.source = ProblemSource(cfg.data, cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.sampler = make_sampler(policy, cfg.engine)
+        # the policy changes every step: sample with the torch engine, which reads the live weights (a vLLM
+        # engine holds its own copy); vLLM rollouts during training are what `--engine verl` is for
+        self.sampler = make_sampler(policy, "torch")
         self.rb = RewardBalancedBuffer(cfg.prompts, cfg.tau, cfg.rb_max_age, cfg.rb_max_wait) if cfg.rb else None
         self.step = 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 def register() -> None:
-    from . import trainer  # noqa: F401  (the decorator registers the class)
+    from . import trainer  # noqa: F401 (the decorator registers the class)
 
 
 def registered() -> bool:
