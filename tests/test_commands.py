@@ -156,3 +156,11 @@ def test_rb_with_no_mixed_groups_stops_with_a_clear_message(tmp_path, monkeypatc
     res = runner.invoke(app, ["--results", str(tmp_path), "--quiet", "train", "--rb", "--tau", "0.25", "--steps", "1",
                               "--prompts", "2", "--n", "2", "--minibatch-prompts", "1", "--val-every", "5"])
     assert res.exit_code == 2 and "reward-balanced batching found no batch" in res.output, res.output
+
+
+def test_flip_from_a_train_run(tmp_path):
+    tr = cli(tmp_path, "train", "--steps", "2", "--prompts", "4", "--minibatch-prompts", "2", "--val-every", "5")
+    out = cli(tmp_path, "flip", "--from-run", tr["id"])
+    assert out["summary"]["steps"] == 2 and 0 <= out["summary"]["pos_boosted"] <= 1
+    res = runner.invoke(app, ["--results", str(tmp_path), "flip", "--from-run", out["id"]])
+    assert res.exit_code == 2 and "needs a train run" in res.output
