@@ -71,10 +71,25 @@ class TorchSampler:
         if m < 1:
             raise ValueError(f"number of continuations must be >= 1, got {m}")
         per_chunk = max(1, self.max_rows // m)
-        out: list[list[list[int]]] = []
-        for s in range(0, len(prefixes), per_chunk):
-            bud = budgets[s : s + per_chunk] if budgets is not None else None
-            out.extend(self._continue_chunk(prefixes[s : s + per_chunk], m, params, generator, logprobs, bud))
+        # prefixes of equal length decode together without padding (no attention mask needed);
+        # results go back in the caller's order
+        by_len: dict[int, list[int]] = {}
+        for i, p in enumerate(prefixes):
+            by_len.setdefault(len(p), []).append(i)
+        out: list = [None] * len(prefixes)
+        lps: list = [None] * len(prefixes)
+        for idx in by_len.values():
+            for s in range(0, len(idx), per_chunk):
+                part = idx[s : s + per_chunk]
+                bud = [budgets[i] for i in part] if budgets is not None else None
+                got_lp = [] if logprobs is not None else None
+                got = self._continue_chunk([prefixes[i] for i in part], m, params, generator, got_lp, bud)
+                for j, i in enumerate(part):
+                    out[i] = got[j]
+                    if got_lp is not None:
+                        lps[i] = got_lp[j]
+        if logprobs is not None:
+            logprobs.extend(lps)
         return out
 
     def _continue_chunk(self, prefixes, m, params, generator, logprobs=None, budgets=None):
@@ -104,23 +119,25 @@ class TorchSampler:
         no_pad = bool(mask.all())
         out = torch.full((n, steps), -1, dtype=torch.long, device=dev)  # sampled tokens, -1 = none
         out_lp = torch.zeros((n, steps), device=dev) if logprobs is not None else None
+        live = torch.ones(n, dtype=torch.bool, device=dev)
         for step in range(steps):
             # without padding the mask is all ones: omit it so attention takes the plain causal path
             logits = model(input_ids=tok, attention_mask=None if no_pad else mask, position_ids=pos,
                            past_key_values=cache, use_cache=True).logits[:, -1]
             nxt = draw(logits, params, generator)
-            out[rows, step] = nxt
+            out[rows[live], step] = nxt[live]
             if out_lp is not None:
                 temp = params.temperature or 1.0
-                out_lp[rows, step] = torch.log_softmax(logits.float() / temp, -1).gather(-1, nxt[:, None]).squeeze(-1)
-            alive = (nxt != eos) & (cap[rows] > step + 1)
-            if not alive.any():
+                lp = torch.log_softmax(logits.float() / temp, -1).gather(-1, nxt[:, None]).squeeze(-1)
+                out_lp[rows[live], step] = lp[live]
+            live = live & (nxt != eos) & (cap[rows] > step + 1)
+            if not live.any():
                 break
-            if not alive.all():  # drop finished rows from the cache: work stays proportional to live rows
-                keep = alive.nonzero().squeeze(-1)
+            if (~live).sum() * 4 > len(live):  # compact the cache once a quarter of its rows are finished
+                keep = live.nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
-                rows, nxt, mask, pos = rows[keep], nxt[keep], mask[keep], pos[keep]
-            tok = nxt[:, None]
+                rows, nxt, mask, pos, live = rows[keep], nxt[keep], mask[keep], pos[keep], live[keep]
+            tok = nxt[:, None]  # finished rows still in the cache decode junk that is never recorded
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
             pos = pos + 1
         lengths = (out >= 0).sum(1).tolist()
