@@ -7,8 +7,6 @@ eps = 1e-6 (App. C).  Ratios are reported for A > 0, A < 0 and all rollouts, wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 import torch
@@ -69,15 +67,3 @@ def token_table(batch, old_logprob: torch.Tensor, new_logprob: torch.Tensor, ent
 
 def _token_texts(tokenizer, ids: list[int]) -> dict[int, str]:
     return {i: tokenizer.decode([i], skip_special_tokens=False) for i in ids}
-
-
-@dataclass
-class FlipSummary:
-    models: list
-    steps: int
-    pos_boosted: float
-    neg_boosted: float
-    pos_suppressed: float
-    neg_suppressed: float
-    pos_mean_abs_delta: float
-    neg_mean_abs_delta: float
