@@ -234,7 +234,8 @@ def claim_budget(store) -> Section:
             sw = r.read_table("sweep")
             g = sw[sw.subset == 100].dropna(subset=["gap"]).sort_values("value")
             rs[axis] = g
-            rho = pd.Series(g.value.to_numpy()).corr(pd.Series(g.gap.to_numpy()), method="spearman") if len(g) > 2 else float("nan")
+            rho = (pd.Series(g.value.to_numpy()).rank().corr(pd.Series(g.gap.to_numpy()).rank())  # Spearman
+                   if len(g) > 2 else float("nan"))
             s.rows.append((f"gap vs {axis} (top-100%)", ", ".join(f"{int(v)}: {fmt(x, 2)}" for v, x in zip(g.value, g.gap)) +
                            f"; Spearman {fmt(rho, 2)}", {"batch-size": "grows 16 -> 96", "rollout-n": "grows 1 -> 8",
                                                          "reward-mix": "diminishes when sparse or saturated"}[axis]))

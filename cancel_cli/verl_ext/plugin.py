@@ -6,7 +6,9 @@ from __future__ import annotations
 
 
 def register() -> None:
-    from . import trainer  # noqa: F401 (the decorator registers the class)
+    import importlib
+
+    importlib.import_module(f"{__package__}.trainer")  # the class decorator registers the trainer
 
 
 def registered() -> bool:
