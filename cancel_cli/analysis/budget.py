@@ -32,7 +32,7 @@ from ..errors import UserError
 from ..grpo.advantages import grpo_advantage
 from ..grpo.update import OptimConfig, grpo_update
 from ..rollout import RolloutBatch
-from .common import ProblemSource, RolloutConfig, sample_batch, setup, to_dict
+from .common import ProblemSource, RolloutConfig, experiment_run, sample_batch, setup
 from .flip import classify
 from .value import SKIP_P, token_values
 
@@ -135,8 +135,7 @@ def run(cfg: BudgetConfig, store, resume: str | None = None):
     gen = torch.Generator().manual_seed(cfg.seed)
     pool_n = 16  # batch-size and rollout-n use the first 8 rollouts of each prompt; reward-mix all 16
     n_prompts = max([cfg.pool_prompts, cfg.base_prompts] + (values if cfg.axis == "batch-size" else []))
-    with store.running("budget-sweep", to_dict(cfg), resume=resume, model=policy.name, model_hash=policy.weights_hash,
-                       seed=cfg.seed, device=cfg.device) as run:
+    with experiment_run(store, "budget-sweep", cfg, policy, resume=resume) as run:
         if run.has_table("pool"):
             pool = RolloutBatch.from_frame(run.read_table("pool"), policy.pad_id)
         else:

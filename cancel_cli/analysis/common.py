@@ -75,6 +75,12 @@ class ProblemSource:
         return [self.pool[self.rng.randrange(len(self.pool))] for _ in range(k)]
 
 
+def experiment_run(store, command: str, cfg, policy: Policy, resume: str | None = None):
+    """``store.running`` for an experiment: full config, model id and weights hash, seed, device."""
+    return store.running(command, to_dict(cfg), resume=resume, model=policy.name, model_hash=policy.weights_hash,
+                         seed=cfg.seed, device=cfg.device)
+
+
 def setup(cfg: RolloutConfig) -> Policy:
     cfg.validate()
     torch.manual_seed(cfg.seed)

@@ -24,7 +24,7 @@ import torch
 
 from ..config import check_positive
 from ..console import print_table
-from .common import RolloutConfig, batch_for, flat_tokens, setup, to_dict
+from .common import RolloutConfig, batch_for, experiment_run, flat_tokens, setup
 from .kernel import kernel_blocks, proxy_kernel
 
 
@@ -87,8 +87,7 @@ def run(cfg: CouplingConfig, store):
     check_positive(pairs=cfg.pairs, max_tokens=cfg.max_tokens, exact_tokens=cfg.exact_tokens, entropy_bins=cfg.entropy_bins)
     policy = setup(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    with store.running("coupling", to_dict(cfg), model=policy.name, model_hash=policy.weights_hash, seed=cfg.seed,
-                       device=cfg.device) as run:
+    with experiment_run(store, "coupling", cfg, policy) as run:
         batch = batch_for(cfg, policy, store, gen)
         run.write_table("batch", batch.to_frame())
         ft = flat_tokens(policy, batch, cfg.temperature)

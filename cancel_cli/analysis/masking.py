@@ -30,7 +30,7 @@ from ..config import check_positive
 from ..console import print_table, progress
 from ..errors import UserError
 from ..grpo.update import OptimConfig, grpo_update
-from .common import RolloutConfig, batch_for, flat_tokens, setup, to_dict
+from .common import RolloutConfig, batch_for, experiment_run, flat_tokens, setup
 from .kernel import phi_block
 
 CONDITIONS = ("random", "same", "lowconf", "same_lowconf")
@@ -175,8 +175,7 @@ def run(cfg: MaskConfig, store):
         raise UserError(f"--full-candidates must be >= 0, got {cfg.full_candidates}")
     policy = setup(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    with store.running("mask-effect", to_dict(cfg), model=policy.name, model_hash=policy.weights_hash, seed=cfg.seed,
-                       device=cfg.device) as run:
+    with experiment_run(store, "mask-effect", cfg, policy) as run:
         batch = batch_for(cfg, policy, store, gen)
         run.write_table("batch", batch.to_frame())
         ft = flat_tokens(policy, batch, cfg.temperature)

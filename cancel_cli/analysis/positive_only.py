@@ -21,7 +21,7 @@ from ..grpo.plans import make_plan
 from ..grpo.trainer import Trainer, TrainConfig
 from ..grpo.update import OptimConfig, grpo_update
 from .categories import CATEGORIES, classify_tokens
-from .common import ProblemSource, RolloutConfig, sample_batch, setup, to_dict
+from .common import ProblemSource, RolloutConfig, experiment_run, sample_batch, setup, to_dict
 from .flip import flip_rate, flip_summary, token_table
 
 
@@ -59,8 +59,7 @@ def top_boosted(df: pd.DataFrame, col: str, k: int = 20) -> pd.DataFrame:
 def run(cfg: PositiveOnlyConfig, store):
     policy = setup(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    with store.running("positive-only", to_dict(cfg), model=policy.name, model_hash=policy.weights_hash, seed=cfg.seed,
-                       device=cfg.device) as r:
+    with experiment_run(store, "positive-only", cfg, policy) as r:
         batch = sample_batch(policy, ProblemSource(cfg.data, cfg.seed).take(cfg.prompts), cfg, gen)
         r.write_table("batch", batch.to_frame())
         st = policy.token_stats(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask,

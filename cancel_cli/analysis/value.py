@@ -32,7 +32,7 @@ from ..errors import UserError
 from ..grpo.update import OptimConfig, Updater, old_logprobs
 from ..sampling import filter_probs, make_sampler
 from ..tasks.reward import score_batch
-from .common import RolloutConfig, batch_for, setup, to_dict
+from .common import RolloutConfig, batch_for, experiment_run, setup
 from .flip import classify
 from .value_cache import ValueCache, value_key
 
@@ -203,8 +203,7 @@ def run(cfg: ValueConfig, store, resume: str | None = None):
     check_positive(M=cfg.M, per_cell=cfg.per_cell, repeat=cfg.repeat, chunk=cfg.chunk)
     policy = setup(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
-    with store.running("mc-value", to_dict(cfg), resume=resume, model=policy.name, model_hash=policy.weights_hash,
-                       seed=cfg.seed, device=cfg.device) as run:
+    with experiment_run(store, "mc-value", cfg, policy, resume=resume) as run:
         if resume:
             cfg = ValueConfig(**run.config)
         if run.has_table("batch"):

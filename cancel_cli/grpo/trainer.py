@@ -283,11 +283,10 @@ def summarize(run) -> dict:
 
 
 def run(cfg: TrainConfig, store, resume: str | None = None, command: str = "train") -> tuple:
-    from ..analysis.common import setup, to_dict
+    from ..analysis.common import experiment_run, setup
 
     policy = setup(cfg)
-    with store.running(command, to_dict(cfg), resume=resume, model=policy.name, model_hash=policy.weights_hash,
-                       seed=cfg.seed, device=cfg.device) as r:
+    with experiment_run(store, command, cfg, policy, resume=resume) as r:
         tr = Trainer(cfg, policy, r)
         if resume:
             tr.load_state()
