@@ -134,7 +134,10 @@ class Run:
     def read_json(self, name: str):
         return json.loads((self.path / f"{name}.json").read_text())
 
-    def finish(self, summary: dict | None = None) -> None:
+    def finish(self, summary=None) -> None:
+        """Mark done; ``summary`` is a ``summary.Summary`` dataclass (stored with its schema) or a plain dict."""
+        if summary is not None and hasattr(summary, "to_json"):
+            summary = summary.to_json()
         self.update(status="done", end=time.strftime("%Y-%m-%dT%H:%M:%S"), summary=summary or {})
 
     def fail(self, error: str) -> None:
