@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .store import atomic_write_bytes
+from .atomic import atomic_write_bytes
 
 Z = 1.96
 

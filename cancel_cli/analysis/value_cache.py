@@ -15,7 +15,7 @@ import time
 
 import pandas as pd
 
-from ..store import atomic_write_parquet
+from ..atomic import atomic_write_parquet
 
 
 def value_key(model_hash: str, prefix: list[int], token: int, M: int, temperature: float, top_p: float,

@@ -96,3 +96,11 @@ def score_batch(responses: list[str], golds: list[str], workers: int = 2, chunk:
         for i, v in zip(c, vals):
             out[i] = v
     return out
+
+
+def shutdown_pool() -> None:
+    """Stop the worker pool (the CLI calls this after every command, so nothing outlives an invocation)."""
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=True, cancel_futures=True)
+        _pool = None

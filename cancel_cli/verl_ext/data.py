@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..store import atomic_write_parquet
+from ..atomic import atomic_write_parquet
 from ..tasks.data import BENCHMARKS, load_benchmark, load_dapo
 from ..tasks.prompts import INSTRUCTION
 

@@ -84,9 +84,10 @@ def launch(cfg, store, *, dry_run: bool = False, nnodes: int = 1, gpus_per_node:
 
     if importlib.util.find_spec("vllm") is None:
         raise UserError("--engine verl needs vLLM and GPUs (pip install 'cancel[gpu]'); use --engine torch on CPU")
-    from ..analysis.common import to_dict
+    from ..config import to_dict
 
-    with store.running("train", {**to_dict(cfg), "engine": "verl"}, model=cfg.model, seed=cfg.seed, device="cuda") as run:
+    with store.running("train", to_dict(cfg), model=cfg.model, seed=cfg.seed, device="cuda") as run:
+        run.update(engine="verl")  # the training engine (the config's own `engine` is the sampling engine)
         cmd = build_command(cfg, results_dir=str(store.root.resolve()), run_id=run.id, nnodes=nnodes,
                             gpus_per_node=gpus_per_node, ray_address=ray_address)
         (run.path / "command.txt").write_text(shlex.join(cmd) + "\n")

@@ -24,7 +24,7 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_from_nested
 
-from ..analysis.flip import flip_summary
+from ..grpo.probe import flip_summary
 from .layout import global_minibatches, grouped_layout
 
 TRAINER_NAME = "cancel_sync"
