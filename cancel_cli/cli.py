@@ -257,7 +257,9 @@ def train(
     if qb and sign_partition:
         raise UserError("--qb and --sign-partition are different mini-batch plans; pick one")
     plan = mini_batching or ("query-preserved" if qb else "sign-partitioned" if sign_partition else None)
-    cfg, resume = config_for(TrainConfig, rename={"probe_proxy": "probe_proxy_every"}, resumable=("steps",),
+    from .config import EXTENDABLE
+
+    cfg, resume = config_for(TrainConfig, rename={"probe_proxy": "probe_proxy_every"}, resumable=EXTENDABLE,
                              cli_only=("engine", "qb", "sign_partition", "mini_batching", "dry_run", "nnodes",
                                        "gpus_per_node", "ray_address"), extra={"plan": plan} if plan else None)
     if engine == "verl":

@@ -182,9 +182,14 @@ def to_dict(cfg) -> dict:
     return asdict(cfg)
 
 
+EXTENDABLE = ("steps",)  # fields a resumed run may change: more training steps continue the same run
+
+
 def config_hash(config: dict) -> str:
-    """Short content hash of a resolved config (stored in run.json and on every resumable table part)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Short content hash of a resolved config (stored in run.json and on every resumable table part);
+    the EXTENDABLE fields are left out, so extending a training run keeps its parts valid."""
+    kept = {k: v for k, v in config.items() if k not in EXTENDABLE}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def resolve_config(cls, *, typed: dict, preset: str | None = None, saved: dict | None = None, run_id: str = "",

@@ -143,9 +143,9 @@ def claim_coupling(store) -> Section:
                "proxy tracks full update (App. D.1)")]
     s.verdict = "supported" if r1 > 2 and r2 > 2 else "not supported" if r1 < 1 or r2 < 1 else "inconclusive"
     s.why = f"same/different ratio {r1:.3g}, high/low entropy ratio {r2:.3g}"
-    tr = [r for r in reversed(store.runs("train")) if r.status == "done" and r.has_table("proxy")]
+    tr = store.latest("train", where=lambda r: r.has_table("proxy"))
     if tr:
-        p = tr[0].read_table("proxy")
+        p = tr.read_table("proxy")
         pm, plo, phi = mean_ci(p.sign_agreement)
         s.rows.append(("LM-head vs full sign agreement over training (Fig. 10)", f"{fmt(pm)} [{fmt(plo)}, {fmt(phi)}]", "≈ 0.7"))
     return s
@@ -193,9 +193,9 @@ def claim_value(store) -> Section:
     s.verdict = "supported" if vs == ["supported"] * 2 else "not supported" if "not supported" in vs else "inconclusive"
     s.why = f"positive-origin gap {fmt(sm.get('gap_pos'))}, negative-origin gap {fmt(sm.get('gap_neg'))} (CIs in the table)"
     s.notes.append(f"{sm.get('skipped_confident')} of {sm.get('tokens')} tokens had p > 1-1e-3 and were skipped (Eq. 20 divides by 1-p).")
-    rep = [r for r in reversed(store.runs("mc-value")) if r.status == "done" and r.has_table("repeat")]
+    rep = store.latest("mc-value", where=lambda r: r.has_table("repeat"))
     if rep:
-        rp = rep[0].read_table("repeat")
+        rp = rep.read_table("repeat")
         s.notes.append("Fig. 11 (repeated updates): gap after 1..K updates = " +
                        ", ".join(fmt(v) for v in rp.gap_all) + " (paper: grows monotonically).")
     return s

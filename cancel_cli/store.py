@@ -116,8 +116,8 @@ class Run:
         want, parts = self.config_hash, self.parts(name)
         for p in parts:
             got = (pq.read_schema(p).metadata or {}).get(HASH_KEY.encode(), b"").decode()
-            if got != want:
-                raise UserError(f"run {self.id}: {name}.parts/{p.name} was written under config {got or '?'}, the run's "
+            if got and got != want:  # (parts written before hashes existed carry none)
+                raise UserError(f"run {self.id}: {name}.parts/{p.name} was written under config {got}, the run's "
                                 f"config is {want}; refusing to mix two configs in one table")
         return parts
 

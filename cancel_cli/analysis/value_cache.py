@@ -3,7 +3,7 @@
 Key: (model weights hash, prefix token ids, token, M, sampling params, seed) -> sha1.  Entries live in
 ``<results>/_cache/mc_value/part-*.parquet`` (atomic part files, so a killed job loses at most the part
 being written and never leaves a partial one).  Every command that needs token values goes through
-``ValueCache.get_or_compute``.
+``ValueCache`` (``get`` a key, ``put`` computed rows).
 """
 
 from __future__ import annotations
