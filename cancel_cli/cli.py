@@ -17,6 +17,7 @@ import typer
 
 from .console import SETTINGS
 from .errors import UserError
+from .validate import flags as check_flags
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Reproduce 'The Cancellation Hypothesis in Critic-Free RL' (token flipping, coupling, "
@@ -47,6 +48,13 @@ def main_options(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars or tables."),
     json_out: bool = typer.Option(False, "--json", help="Print the finished run's id, status and summary as one JSON object on stdout."),
 ):
+    from .validate import global_options
+
+    try:
+        global_options(seed, device)
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
     STATE.results, STATE.seed, STATE.device = results, seed, device
     SETTINGS.quiet, SETTINGS.json = quiet, json_out
 
@@ -57,7 +65,10 @@ def store(write: bool = True):
 
     st = Store(STATE.results)
     if write:
-        st.check_writable()
+        import click
+
+        ctx = click.get_current_context(silent=True)
+        st.check_writable(ctx.info_name if ctx else None)  # also the command's folder
     return st
 
 
@@ -71,9 +82,9 @@ def handled(fn):
         except UserError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (runguard): the run is marked failed and resumable
+            typer.echo(f"interrupted ({getattr(e, 'signal_name', 'Ctrl-C')})", err=True)
+            raise typer.Exit(getattr(e, "exit_code", 130))
 
     return wrapper
 
@@ -132,6 +143,7 @@ def train(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="verl engine: existing Ray cluster address."),
 ):
     """GRPO training with QB / RB / sign-partitioned / positive-only variants (Fig. 7a, 8, 10)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .grpo.trainer import TrainConfig
     from .analysis.common import from_dict
     from .config import load_preset
@@ -178,6 +190,7 @@ def flip(
     from_run: Optional[str] = typer.Option(None, "--from-run", help="Read the probe of a finished train run instead."),
 ):
     """Token flipping (Fig. 1a-c, Fig. 9): boosted/suppressed/stable ratios by advantage sign at every step."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import flip_run
 
     run, summary = flip_run.run(model, dict(rollout_kwargs("toy", prompts, n, temperature, top_p, max_new_tokens, data),
@@ -197,6 +210,7 @@ def positive_only(
     train_lr: float = typer.Option(2e-4, "--train-lr", help="Fig. 1d: AdamW lr of the two training runs."),
 ):
     """Alg. 2: positive-only vs joint GRPO update from one theta_0 (Fig. 1d, Fig. 4)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import positive_only as po
 
     cfg = po.PositiveOnlyConfig(**rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data),
@@ -215,6 +229,7 @@ def coupling(
     from_batch: Optional[str] = typer.Option(None, "--from-batch", help="Reuse the stored batch of a run."),
 ):
     """Output-layer coupling kernel (Eq. 6-10, Fig. 2) and its agreement with the exact kernel."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import coupling as cp
 
     cfg = cp.CouplingConfig(**rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data),
@@ -236,6 +251,7 @@ def mask_effect(
     from_batch: Optional[str] = typer.Option(None, "--from-batch"),
 ):
     """Masked updates (Table 1, Fig. 3): Boost Rate and Mean Boost of removing coupled tokens."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import masking
 
     cfg = masking.MaskConfig(**rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data),
@@ -257,6 +273,7 @@ def mc_value(
     from_batch: Optional[str] = typer.Option(None, "--from-batch"), resume: Optional[str] = RESUME,
 ):
     """Monte-Carlo counterfactual token value (Eq. 20, Fig. 5a, Fig. 11)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import value
 
     cfg = value.ValueConfig(**rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data), M=m,
@@ -272,6 +289,7 @@ def entropy_gap(
     boot: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples for the CIs."),
 ):
     """Value gap on the top-k% highest-entropy tokens, k = 10..100 (Fig. 5b)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import entropy_gap as eg
 
     run, summary = eg.run(eg.EntropyGapConfig(from_run=from_run or "", bootstrap=boot, seed=STATE.seed), store())
@@ -289,6 +307,7 @@ def budget_sweep(
     resume: Optional[str] = RESUME,
 ):
     """Value gap vs sampling budget: batch size, rollout-n, reward mix (Fig. 6, Fig. 7b)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import budget
 
     cfg = budget.BudgetConfig(**rollout_kwargs(model, 96, 8, temperature, top_p, max_new_tokens, data), axis=axis,
@@ -312,6 +331,7 @@ def evaluate(
     data_dir: Optional[str] = typer.Option(None, "--data-dir"), resume: Optional[str] = RESUME,
 ):
     """Benchmarks (Table 2, Table 4): avg@32 for AIME24/25 and AMC, pass@1 for MATH-500/Minerva/Olympiad."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import evaluate as ev
 
     cfg = ev.EvalConfig(model=model, run=run_id or "", benchmarks=benchmarks or "", limit=limit or 0, k=k or 0,
@@ -344,6 +364,7 @@ def reproduce(
     out: Path = typer.Option(Path("figures"), "--out"),
 ):
     """Run every experiment, render every figure and table, and write figures/REPORT.md."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .reproduce import reproduce as rep
 
     summary = rep(model, preset, store(), out, seed=STATE.seed, device=STATE.device)
@@ -359,7 +380,7 @@ def results_ls(command: Optional[str] = typer.Argument(None, help="Only runs of 
     from .console import print_table
 
     runs = store(write=False).runs(command)
-    rows = [{"id": r.id, "command": r.meta.get("command"), "status": r.status, "model": r.meta.get("model"),
+    rows = [{"id": r.id, "command": r.meta.get("command"), "status": r.state, "model": r.meta.get("model"),
              "start": r.meta.get("start")} for r in runs]
     if SETTINGS.json:
         typer.echo(json.dumps(rows))
@@ -376,6 +397,7 @@ def results_show(run_id: str):
     r = store(write=False).get(run_id)
     meta = r.meta
     meta["tables"] = sorted({p.name.split(".")[0] for p in r.path.iterdir() if p.suffix in (".parquet", ".parts")})
+    meta["state"], meta["damaged_tables"] = r.state, r.damaged()  # stale / damaged runs (runguard)
     typer.echo(json.dumps(meta, indent=None if SETTINGS.json else 2, default=str))
 
 
