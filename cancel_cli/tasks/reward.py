@@ -1,8 +1,8 @@
 """Binary reward by math-verify, with per-check timeouts and a time bound per batch, batched through a
 process pool.
 
-math-verify times out with ``signal.alarm``, which only works in a main thread: checks run in the
-caller's main thread for small batches and in a spawn-started process pool for large ones.  Pure
+Checks are timed with a ``SIGALRM`` timer, which only works in a main thread: they run in the caller's
+main thread for small batches and in a spawn-started process pool for large ones.  Pure
 integer answers in ``\\boxed{}`` (every toy rollout, every DAPO gold) take an exact fast path that
 math-verify itself would agree with (tested); it compares digit strings, so any length works.
 Every answer scores 0 or 1 and scoring never raises: a pathological answer scores 0 when its check hits
@@ -23,7 +23,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-TIMEOUT_S = 5  # per parse / verify call
+TIMEOUT_S = 5  # per check (parse of gold and answer + verify)
 BATCH_BASE_S = 2 * TIMEOUT_S  # a batch of n slow-path checks gets BATCH_BASE_S + BATCH_PER_CHECK_S * n seconds
 BATCH_PER_CHECK_S = 0.1  # ~30x the measured cost of a LaTeX check (~3 ms)
 POOL_MIN = 64  # below this many slow-path checks, stay in-process
@@ -103,20 +103,48 @@ def _verify(response: str, gold: str, timeout: int | None = TIMEOUT_S) -> float:
     return _verify_timed(response, gold, timeout)[0]
 
 
-def _verify_timed(response: str, gold: str, timeout: int | None = TIMEOUT_S) -> tuple[float, bool]:
-    """(score, whether a check ran into its time limit); never raises."""
-    t0 = time.monotonic()
-    try:
-        from math_verify import parse, verify
+def _math_verify():
+    """math-verify's parse and verify, with its own timers off: ``_verify_timed`` provides the timeout (so
+    its "timeout is disabled" warning does not apply)."""
+    import math_verify.grader
+    import math_verify.parser
+    from math_verify import parse, verify
 
-        if threading.current_thread() is not threading.main_thread():
-            timeout = None  # signal.alarm only works in the main thread (e.g. verl reward workers' threads)
-        g = parse(f"${gold}$", parsing_timeout=timeout)
-        p = parse(response, parsing_timeout=timeout)
-        val = float(bool(g) and bool(p) and verify(g, p, timeout_seconds=timeout))
+    math_verify.parser.TIMEOUT_WARNING_SHOWN = math_verify.grader.TIMEOUT_WARNING_SHOWN = True
+    return parse, verify
+
+
+class _CheckTimeout(BaseException):
+    """Raised by our alarm; a BaseException so math-verify's ``except Exception`` cannot swallow it."""
+
+
+def _alarm(signum, frame):
+    raise _CheckTimeout()
+
+
+def _verify_timed(response: str, gold: str, timeout: float | None = TIMEOUT_S) -> tuple[float, bool]:
+    """(score, whether the check ran out of time); one alarm bounds the whole check (both parses and the
+    comparison).  Never raises."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        timeout = None  # signal timers only work in the main thread (e.g. verl reward workers' threads)
+    old = signal.signal(signal.SIGALRM, _alarm) if timeout else None
+    try:
+        if timeout:
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+        parse, verify = _math_verify()
+        g = parse(f"${gold}$", parsing_timeout=None)
+        p = parse(response, parsing_timeout=None)
+        return float(bool(g) and bool(p) and verify(g, p, timeout_seconds=None)), False
+    except _CheckTimeout:
+        return 0.0, True
     except Exception:  # a pathological expression scores 0, never crashes a run
-        val = 0.0
-    return val, bool(timeout) and time.monotonic() - t0 >= 0.9 * timeout
+        return 0.0, False
+    finally:
+        if timeout:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
 
 
 def _verify_chunk(pairs) -> tuple[list[float], int]:
@@ -176,7 +204,7 @@ def score_batch(responses: list[str], golds: list[str], workers: int = 2, chunk:
         if left <= 0:
             out[i], timed_out = 0.0, True
         else:
-            out[i], timed_out = _verify_timed(responses[i], golds[i], max(1, min(TIMEOUT_S, int(left))))
+            out[i], timed_out = _verify_timed(responses[i], golds[i], min(TIMEOUT_S, left))
         STATS.checks += 1
         STATS.timeouts += timed_out
     return out
