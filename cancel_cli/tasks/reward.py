@@ -129,11 +129,11 @@ def _verify_timed(response: str, gold: str, timeout: float | None = TIMEOUT_S) -
 
     if threading.current_thread() is not threading.main_thread():
         timeout = None  # signal timers only work in the main thread (e.g. verl reward workers' threads)
+    parse, verify = _math_verify()  # the (slow, first-time) import is not part of the check's time
     old = signal.signal(signal.SIGALRM, _alarm) if timeout else None
     try:
         if timeout:
             signal.setitimer(signal.ITIMER_REAL, timeout)
-        parse, verify = _math_verify()
         g = parse(f"${gold}$", parsing_timeout=None)
         p = parse(response, parsing_timeout=None)
         return float(bool(g) and bool(p) and verify(g, p, timeout_seconds=None)), False
@@ -154,7 +154,8 @@ def _verify_chunk(pairs) -> tuple[list[float], int]:
 
 def _watch_parent(parent: int) -> None:
     """Pool-worker initializer: exit as soon as the parent is gone (kill -9 included), so a killed run
-    leaves no reward processes behind."""
+    leaves no reward processes behind; import math-verify once, outside any check's time."""
+    _math_verify()
 
     def watch():
         while os.getppid() == parent:
