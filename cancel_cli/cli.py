@@ -82,6 +82,8 @@ def finish(run, summary: dict) -> None:
     """Print the run's headline summary (rich table, or one JSON object with --json)."""
     from .console import print_table
 
+    if hasattr(summary, "to_json"):  # a typed summary.Summary
+        summary = summary.to_json()
     if SETTINGS.json:
         typer.echo(json.dumps({"id": run.id, "status": run.status, "summary": summary}, default=float))
         return
@@ -230,7 +232,10 @@ def mask_effect(
     top_p: float = TOPP, max_new_tokens: int = MAXNEW, data: str = DATA,
     candidates: int = typer.Option(256, "--candidates"),
     mask_size: int = typer.Option(8, "--mask-size", help="|M(c)|, equal for the four conditions."),
-    low_conf_quantile: float = typer.Option(0.5, "--low-conf-quantile", help="Low confidence: p below this quantile of p."),
+    mask_sign: str = typer.Option("positive", "--mask-sign", help="Advantage sign of the masked tokens: any | same (the "
+                                  "candidate's) | positive | negative (README: why positive)."),
+    low_conf: str = typer.Option("p<0.5", "--low-conf", help="Low confidence: p<T (p below T) | qF (p below the F-quantile of p "
+                                 "over the batch)."),
     lr: float = typer.Option(0.1, "--lr", help="SGD learning rate (App. D.2: 0.1, no momentum)."),
     full_candidates: int = typer.Option(64, "--full-candidates", help="Candidates for the full-parameter path."),
     from_batch: Optional[str] = typer.Option(None, "--from-batch"),
@@ -239,7 +244,7 @@ def mask_effect(
     from .analysis import masking
 
     cfg = masking.MaskConfig(**rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data),
-                             candidates=candidates, mask_size=mask_size, low_conf_quantile=low_conf_quantile, lr=lr,
+                             candidates=candidates, mask_size=mask_size, mask_sign=mask_sign, low_conf=low_conf, lr=lr,
                              full_candidates=full_candidates, from_batch=from_batch or "")
     run, summary = masking.run(cfg, store())
     finish(run, summary)

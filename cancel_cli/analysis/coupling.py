@@ -25,7 +25,7 @@ import torch
 from ..config import check_positive
 from ..console import print_table
 from .common import RolloutConfig, batch_for, experiment_run, flat_tokens, setup
-from .kernel import kernel_blocks, proxy_kernel
+from .kernel import contribution, kernel_blocks, proxy_kernel
 
 
 @dataclass
@@ -110,7 +110,7 @@ def run(cfg: CouplingConfig, store):
             offdiag = torch.ones_like(same)
             if J == K:
                 offdiag.fill_diagonal_(False)
-            contrib = A[K][None, :] * hh * phi / cfg.temperature**2  # A_k <h_j,h_k> phi_jk (Eq. 9)
+            contrib = contribution(hh, phi, A[K][None, :], cfg.temperature)  # A_k <h_j,h_k> phi_jk (Eq. 9)
             for s, mask in ((1, same & offdiag), (0, ~same & offdiag)):
                 agg["n"][s] += mask.sum()
                 agg["hh"][s] += hh[mask].double().sum()
@@ -130,7 +130,7 @@ def run(cfg: CouplingConfig, store):
         pairs = pd.DataFrame({"j": sub[pair_j].numpy(), "k": sub[pair_k].numpy(), "same_token": (o[pair_j] == o[pair_k]).numpy(),
                               "hh": sampled["hh"].numpy(), "phi": sampled["phi"].numpy(), "A_k": A[pair_k].numpy(),
                               "entropy_j": ent[pair_j].numpy(), "entropy_k": ent[pair_k].numpy()})
-        pairs["contribution"] = pairs.A_k * pairs.hh * pairs.phi / cfg.temperature**2
+        pairs["contribution"] = contribution(pairs.hh, pairs.phi, pairs.A_k, cfg.temperature)
         run.write_table("pairs", pairs)
         stats = []
         for s, name in ((1, "same"), (0, "different")):
