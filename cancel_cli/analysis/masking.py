@@ -229,13 +229,18 @@ def summarize_effects(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def topk_masks(W, ft, cand, mask_sign: str, temperature: float = 1.0) -> torch.Tensor:
+    """Fig. 3c masks: per candidate, its sign-allowed pool ranked by unsigned coupling |<h_c,h_k> phi_ck| [C, kmax]."""
+    pool = lambda c: sign_pool(ft.advantage, mask_sign, c)  # noqa: E731
+    kmax = min(max(TOPK), int(pool(cand).sum(1).min()))
+    return rank_by_coupling(W, ft.hidden, ft.token, cand, pool, kmax, temperature)
+
+
 def topk_effects(W, W_new, ft, cand, cfg: MaskConfig, N, probs_rows) -> pd.DataFrame:
     """Fig. 3c: mask the top-k tokens of each candidate's sign-allowed pool, ranked by unsigned coupling."""
-    pool = lambda c: sign_pool(ft.advantage, cfg.mask_sign, c)  # noqa: E731
-    kmax = min(max(TOPK), int(pool(cand).sum(1).min()))
-    top = rank_by_coupling(W, ft.hidden, ft.token, cand, pool, kmax, cfg.temperature)
+    top = topk_masks(W, ft, cand, cfg.mask_sign, cfg.temperature)
     rows = []
-    for k in (k for k in TOPK if k <= kmax):
+    for k in (k for k in TOPK if k <= top.shape[1]):
         M = top[:, :k]
         d = head_closed_form(W_new, ft.hidden, ft.token, ft.advantage, probs_rows, cand, M, cfg.lr, N, cfg.temperature)
         rows.append({"k": k, **boost_stats(d.numpy(), ft.advantage[M].double().sum(1).numpy())})
