@@ -43,6 +43,11 @@ class FlipShares:
         return cls(**{f.name: float(steps[f.name].mean()) for f in fields(cls)})
 
     @classmethod
+    def of(cls, delta, advantage, eps: float = EPS) -> "FlipShares":
+        s = {**flip_summary(delta, advantage, eps), "flip_rate": flip_rate(delta, advantage, eps)}
+        return cls(**{f.name: s[f.name] for f in fields(cls)})
+
+    @classmethod
     def coerce(cls, d) -> "FlipShares":
         return d if isinstance(d, cls) else cls(**d)
 
