@@ -130,6 +130,8 @@ def train(
     nnodes: int = typer.Option(1, "--nnodes", help="verl engine: Ray nodes."),
     gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="verl engine: GPUs per node."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="verl engine: existing Ray cluster address."),
+    tp: int = typer.Option(1, "--tp", help="verl engine: vLLM tensor-parallel size per rollout replica."),
+    keep_checkpoints: int = typer.Option(2, "--keep-checkpoints", help="verl engine: keep the last k checkpoints."),
 ):
     """GRPO training with QB / RB / sign-partitioned / positive-only variants (Fig. 7a, 8, 10)."""
     from .grpo.trainer import TrainConfig
@@ -139,6 +141,10 @@ def train(
     plan = mini_batching or ("query-preserved" if qb else "sign-partitioned" if sign_partition else "verl-default")
     if qb and sign_partition:
         raise UserError("--qb and --sign-partition are different mini-batch plans; pick one")
+    if engine == "verl" and not preset:
+        from .verl_ext.launcher import default_preset
+
+        preset = default_preset(model)
     base = load_preset(preset) if preset else {}
     base.pop("description", None)
     over = dict(rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data), plan=plan, rb=rb,
@@ -150,12 +156,14 @@ def train(
     if preset:  # preset values win over the defaults of flags the user did not give
         defaults = dict(model="toy", prompts=32, n=8, temperature=1.0, top_p=1.0, max_new_tokens=96, data="toy")
         over = {k: v for k, v in over.items() if not (k in defaults and v == defaults[k] and k in base)}
+    if engine == "verl":  # verl runs on every GPU it is given (bf16 rollouts), whatever --device says about this process
+        over.update(device="cuda" if STATE.device in ("cpu", "cuda", "auto") else STATE.device, dtype="bfloat16")
     cfg = from_dict(TrainConfig, {**base, **over})
     if engine == "verl":
         from .verl_ext.launcher import launch
 
-        run, summary = launch(cfg, store(), dry_run=dry_run, nnodes=nnodes, gpus_per_node=gpus_per_node,
-                              ray_address=ray_address)
+        run, summary = launch(cfg, store(write=not dry_run), dry_run=dry_run, nnodes=nnodes, gpus_per_node=gpus_per_node,
+                              ray_address=ray_address, tp=tp, keep_checkpoints=keep_checkpoints)
         if run is not None:
             finish(run, summary)
         return
