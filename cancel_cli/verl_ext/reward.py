@@ -24,8 +24,9 @@ def run_guarded(fn, *args, wall_s: float = WALL_S):
         return fut.result(timeout=wall_s)
     except FutureTimeout:
         pool, _rw._pool = _rw._pool, None  # a wedged worker: abandon the pool, the next call starts a new one
+        procs = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        for p in list(getattr(pool, "_processes", {}).values()):
+        for p in procs:
             p.kill()
         return None
 
