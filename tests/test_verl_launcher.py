@@ -63,6 +63,8 @@ def test_each_presets_command_composes_and_passes_verls_checks(tmp_path, preset)
     paper = "aime24" in p.get("val_sets", [])
     assert r.val_kwargs.n == (32 if paper else 1)  # avg@32 on AIME/AMC, as the torch path
     assert cfg.trainer.test_freq == p["val_every"] and cfg.trainer.save_freq == p["checkpoint_every"]
+    if p["model"] == "toy":  # vLLM refuses max_model_len above the toy's 256 positions
+        assert cfg.data.max_prompt_length + cfg.data.max_response_length <= 256
 
 
 def test_launcher_options_reach_the_command(tmp_path):

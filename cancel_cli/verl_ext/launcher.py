@@ -12,6 +12,7 @@ verl exits 0.  ``--dry-run`` prints the command and writes nothing.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shlex
 import subprocess
@@ -68,6 +69,18 @@ def attention() -> str:
     return "flash_attention_2" if importlib.util.find_spec("flash_attn") is not None else "sdpa"
 
 
+def prompt_budget(model_path: str, max_new_tokens: int, default: int = 1024) -> int:
+    """verl's data.max_prompt_length: 1024, or what a local model's context leaves after the response
+    (vLLM refuses a max_model_len above max_position_embeddings; the toy has 256)."""
+    conf = Path(model_path) / "config.json"
+    if not conf.exists():
+        return default
+    budget = min(default, json.loads(conf.read_text()).get("max_position_embeddings", 10**9) - max_new_tokens)
+    if budget < 8:
+        raise UserError(f"--engine verl: {model_path} has no room for prompts after {max_new_tokens} response tokens")
+    return budget
+
+
 def overrides(cfg, *, run_dir: Path, nnodes: int = 1, gpus_per_node: int = 8, tp: int = 1, keep_checkpoints: int = 2,
               ray_address: str | None = None) -> dict:
     refuse(cfg)
@@ -85,6 +98,7 @@ def overrides(cfg, *, run_dir: Path, nnodes: int = 1, gpus_per_node: int = 8, tp
         "data.seed": cfg.seed,
         "data.train_batch_size": cfg.prompts,
         "data.max_response_length": cfg.max_new_tokens,
+        "data.max_prompt_length": prompt_budget(MODELS.get(cfg.model, cfg.model), cfg.max_new_tokens),
         f"{r}.n": cfg.n,
         f"{r}.temperature": cfg.temperature,
         f"{r}.top_p": cfg.top_p,
