@@ -29,6 +29,7 @@ fi
 T0=$(date +%s)
 export DEVICE=${DEVICE:-cuda}  # DEVICE=cpu checks the script itself on a CPU machine (slower)
 export CANCEL_RESULTS=${CANCEL_RESULTS:-$(mktemp -d /tmp/cancel-torch-smoke.XXXX)}
+mkdir -p "$CANCEL_RESULTS"
 # -- environment: install from the carried wheels only what this machine lacks ----------------------
 python - "$WHEELS" <<'PY'
 import importlib.util, subprocess, sys

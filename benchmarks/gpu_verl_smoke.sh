@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[gpu,test]"
 export CANCEL_RESULTS=${CANCEL_RESULTS:-$(mktemp -d /tmp/cancel-verl-smoke.XXXX)}
+mkdir -p "$CANCEL_RESULTS"
 NGPU=$(python -c "import torch; print(torch.cuda.device_count())")
 TAU=0.25
 python -m cancel_cli --json train --engine verl --preset train_toy --steps 3 --prompts 16 --minibatch-prompts 4 \

@@ -163,7 +163,7 @@ def train(
         from .verl_ext.launcher import launch
 
         run, summary = launch(cfg, store(write=not dry_run), dry_run=dry_run, nnodes=nnodes, gpus_per_node=gpus_per_node,
-                              ray_address=ray_address, tp=tp, keep_checkpoints=keep_checkpoints)
+                              ray_address=ray_address, tp=tp, keep_checkpoints=keep_checkpoints, resume=resume)
         if run is not None:
             finish(run, summary)
         return

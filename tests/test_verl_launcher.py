@@ -186,3 +186,30 @@ def test_gpu_extra_pins_what_verl_0_9_1_needs():
     for dist in ("transferqueue", "cachetools", "fastapi", "uvicorn"):
         assert dist in gpu, dist
         assert md.version(dist) in gpu[dist].specifier  # the versions tested here satisfy the pin
+
+
+def test_launch_runs_verl_in_the_run_folder_and_resumes_there(tmp_path, monkeypatch):
+    import subprocess
+
+    from cancel_cli.store import Run, Store
+
+    calls = []
+
+    def fake_verl(cmd, env=None):  # what verl would leave: the trainer's metrics part in cancel.run_dir
+        calls.append(cmd)
+        run_dir = Path(next(c.split("=", 1)[1] for c in cmd if c.startswith("cancel.run_dir=")))
+        Run(run_dir).write_part("metrics", 1, pd.DataFrame([{"step": 1, "reward": 0.5, "groups_split_frac": 0.0,
+                                                             "pos_boosted": 0.6, "neg_boosted": 0.4}]))
+        return subprocess.CompletedProcess(cmd, 1 if len(calls) == 1 else 0)  # the first run fails, the resumed one not
+
+    monkeypatch.setattr(launcher, "check_environment", lambda: None)
+    monkeypatch.setattr(launcher.subprocess, "run", fake_verl)
+    store = Store(tmp_path)
+    cfg = TrainConfig(steps=2, device="cuda", dtype="bfloat16", val_prompts=4)
+    with pytest.raises(UserError, match="verl exited with code"):
+        launcher.launch(cfg, store, gpus_per_node=1)
+    (failed,) = store.runs("train")
+    assert failed.status == "failed" and (failed.path / "data" / "train.parquet").exists()
+    run, summary = launcher.launch(cfg, store, gpus_per_node=1, resume=failed.id)
+    assert run.id == failed.id and run.status == "done" and summary["reward_last"] == 0.5
+    assert f"trainer.default_local_dir={run.path.resolve() / 'checkpoints'}" in calls[-1]

@@ -124,6 +124,7 @@ def overrides(cfg, *, run_dir: Path, nnodes: int = 1, gpus_per_node: int = 8, tp
         "trainer.save_freq": cfg.checkpoint_every,
         "trainer.max_actor_ckpt_to_keep": keep_checkpoints,
         "trainer.default_local_dir": str(run_dir / "checkpoints"),
+        "trainer.resume_mode": "auto",  # --resume: continue from the newest checkpoint in the run folder
         "trainer.nnodes": nnodes,
         "trainer.n_gpus_per_node": gpus_per_node,
         "trainer.device": cfg.device,
@@ -162,7 +163,9 @@ def _val(v) -> str:
     return str(v)
 
 
-def launch(cfg, store, *, dry_run: bool = False, **kw):
+def launch(cfg, store, *, dry_run: bool = False, resume: str | None = None, **kw):
+    """``resume`` reopens an unfinished verl run: same folder, and verl's ``resume_mode=auto`` continues
+    from the newest checkpoint under it (metrics parts are keyed by step, so re-done steps overwrite)."""
     cfg.validate()
     if dry_run:
         print(shlex.join(build_command(cfg, run_dir=store.root / "train" / "DRY-RUN", **kw)))
@@ -173,7 +176,8 @@ def launch(cfg, store, *, dry_run: bool = False, **kw):
     from ..grpo.trainer import summarize
     from .data import write_run_data
 
-    with store.running("train", {**to_dict(cfg), "engine": "verl"}, model=cfg.model, seed=cfg.seed, device="cuda") as run:
+    with store.running("train", {**to_dict(cfg), "engine": "verl"}, resume=resume, model=cfg.model, seed=cfg.seed,
+                       device="cuda") as run:
         write_run_data(cfg, run.path / "data")
         cmd = build_command(cfg, run_dir=run.path.resolve(), **kw)
         (run.path / "command.txt").write_text(shlex.join(cmd) + "\n")
