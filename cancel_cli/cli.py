@@ -99,9 +99,9 @@ def store(write: bool = True):
 
     st = Store(STATE.results)
     if write:
-        import click
+        from .validate import _context
 
-        ctx = click.get_current_context(silent=True)
+        ctx = _context()
         st.check_writable(ctx.info_name if ctx else None)  # also the command's folder
     return st
 
@@ -262,6 +262,8 @@ def train(
     nnodes: int = typer.Option(1, "--nnodes", help="verl engine: Ray nodes."),
     gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="verl engine: GPUs per node."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="verl engine: existing Ray cluster address."),
+    tp: int = typer.Option(1, "--tp", help="verl engine: vLLM tensor-parallel size per rollout replica."),
+    keep_checkpoints: int = typer.Option(2, "--keep-checkpoints", help="verl engine: keep the last k checkpoints."),
 ):
     """GRPO training with QB / RB / sign-partitioned / positive-only variants (Fig. 7a, 8, 10)."""
     check_flags(locals())  # bad input: one line, before any work and before a run folder
@@ -272,16 +274,25 @@ def train(
     plan = mini_batching or ("query-preserved" if qb else "sign-partitioned" if sign_partition else None)
     from .config import EXTENDABLE
 
+    ctx = COMMAND_CONTEXT.get()
+    if engine == "verl" and not ctx.params.get("preset"):  # paper settings of the model (Table 3), not the toy's
+        from .verl_ext.launcher import default_preset
+
+        ctx.params["preset"] = default_preset(ctx.params.get("model") or "toy")
     cfg, resume = config_for(TrainConfig, rename={"probe_proxy": "probe_proxy_every"}, resumable=EXTENDABLE,
                              cli_only=("engine", "qb", "sign_partition", "mini_batching", "dry_run", "nnodes",
-                                       "gpus_per_node", "ray_address"), extra={"plan": plan} if plan else None)
+                                       "gpus_per_node", "ray_address", "tp", "keep_checkpoints"),
+                             extra={"plan": plan} if plan else None)
+    if engine == "verl":  # verl runs on every GPU it is given (bf16 rollouts), whatever --device says about this process
+        cfg.device = cfg.device if cfg.device.startswith("cuda:") else "cuda"
+        cfg.dtype = "bfloat16"
     if engine == "verl":
         if resume:
             raise UserError("--resume is available with --engine torch only (verl resumes from its own checkpoints)")
         from .verl_ext.launcher import launch
 
-        run, summary = launch(cfg, store(), dry_run=dry_run, nnodes=nnodes, gpus_per_node=gpus_per_node,
-                              ray_address=ray_address)
+        run, summary = launch(cfg, store(write=not dry_run), dry_run=dry_run, nnodes=nnodes, gpus_per_node=gpus_per_node,
+                              ray_address=ray_address, tp=tp, keep_checkpoints=keep_checkpoints, resume=resume)
         if run is not None:
             finish(run, summary)
         return

@@ -19,11 +19,18 @@ ENGINES = {"eval": ("torch", "vllm", "auto"), "train": ("torch", "verl")}
 DEVICE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 
 
+def _context():
+    """The running command's Click context (typer vendors its own click; fall back to click's)."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # older typer: plain click
+        from click import get_current_context
+    return get_current_context(silent=True)
+
+
 def _flag(name: str) -> str:
     """The option as the user typed it (``--top-p``), from the running click command when there is one."""
-    import click
-
-    ctx = click.get_current_context(silent=True)
+    ctx = _context()
     if ctx is not None:
         for p in ctx.command.params:
             if p.name == name and getattr(p, "opts", None):
@@ -32,9 +39,7 @@ def _flag(name: str) -> str:
 
 
 def _command() -> str:
-    import click
-
-    ctx = click.get_current_context(silent=True)
+    ctx = _context()
     return ctx.info_name if ctx is not None else ""
 
 

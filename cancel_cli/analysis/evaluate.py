@@ -46,10 +46,20 @@ def targets(cfg: EvalConfig, store) -> list[tuple[str, int, str]]:
     src = store.get_done(cfg.run)
     if src.meta.get("command") != "train":
         raise UserError(f"--run needs a train run, {cfg.run} is a {src.meta.get('command')} run")
-    ckpts = sorted((src.path / "checkpoints").glob("step-*"))
+    from ..verl_ext.checkpoints import verl_checkpoints
+
+    ckpts = [(p.name, int(p.name.split("-")[1]), p) for p in sorted((src.path / "checkpoints").glob("step-*"))]
+    ckpts += verl_checkpoints(src.path)  # --engine verl runs: global_step_N/actor/huggingface
     if not ckpts:
         raise UserError(f"train run {cfg.run} has no checkpoints")
-    return [(f"{cfg.run}@{p.name}", int(p.name.split("-")[1]), str(p)) for p in ckpts]
+    return [(f"{cfg.run}@{name}", step, str(p)) for name, step, p in ckpts]
+
+
+def close_samplers(loaded: dict) -> None:
+    """Shut down the previous checkpoint's engine (a vLLM engine holds GPU memory until closed)."""
+    for _, sampler in loaded.values():
+        getattr(sampler, "close", lambda: None)()
+    loaded.clear()
 
 
 def run(cfg: EvalConfig, store, resume: str | None = None):
@@ -75,7 +85,7 @@ def run(cfg: EvalConfig, store, resume: str | None = None):
                 if i in done:
                     continue
                 if path not in loaded:
-                    loaded.clear()
+                    close_samplers(loaded)
                     pol = load_policy(path, cfg.device, "float32" if cfg.device == "cpu" else "bfloat16")
                     loaded[path] = (pol, make_sampler(pol, cfg.engine))
                 pol, sampler = loaded[path]
@@ -88,6 +98,7 @@ def run(cfg: EvalConfig, store, resume: str | None = None):
                                                           "score": score_frame(df, k), "problems": len(problems[b]),
                                                           "truncated": float(df.truncated.mean())}]))
                 advance()
+        close_samplers(loaded)
         scores = r.read_table("scores")
         r.write_table("results", scores)
         last = scores[scores.step == scores.step.max()]
