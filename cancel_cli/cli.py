@@ -82,6 +82,8 @@ def finish(run, summary: dict) -> None:
     """Print the run's headline summary (rich table, or one JSON object with --json)."""
     from .console import print_table
 
+    if hasattr(summary, "to_json"):  # a summary.Summary dataclass
+        summary = {k: v for k, v in summary.to_json().items() if k != "schema"}
     if SETTINGS.json:
         typer.echo(json.dumps({"id": run.id, "status": run.status, "summary": summary}, default=float))
         return
@@ -136,9 +138,9 @@ def train(
     from .analysis.common import from_dict
     from .config import load_preset
 
-    plan = mini_batching or ("query-preserved" if qb else "sign-partitioned" if sign_partition else "verl-default")
-    if qb and sign_partition:
-        raise UserError("--qb and --sign-partition are different mini-batch plans; pick one")
+    from .grpo import trainer as _trainer
+
+    plan = _trainer.plan_for(qb, sign_partition, mini_batching)
     base = load_preset(preset) if preset else {}
     base.pop("description", None)
     over = dict(rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data), plan=plan, rb=rb,
@@ -342,11 +344,12 @@ def reproduce(
     model: str = MODEL,
     preset: str = typer.Option("toy", "--preset", help="toy | paper."),
     out: Path = typer.Option(Path("figures"), "--out"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per stochastic stage (default 3 toy, 1 paper)."),
 ):
     """Run every experiment, render every figure and table, and write figures/REPORT.md."""
     from .reproduce import reproduce as rep
 
-    summary = rep(model, preset, store(), out, seed=STATE.seed, device=STATE.device)
+    summary = rep(model, preset, store(), out, seed=STATE.seed, device=STATE.device, seeds=seeds)
     if SETTINGS.json:
         typer.echo(json.dumps(summary, default=float))
 
