@@ -119,19 +119,20 @@ def reproduce(model: str, preset_name: str, store, out: Path, seed: int = 0, dev
     preset = presets[preset_name]
     plans = {s: stages(model, preset, s, device) for s in seed_ids}
     names = [name for name, _ in plans[seed_ids[0]]]
-    t0, timings, runs = time.time(), {}, {}
+    t0, timings, cpu, runs = time.time(), {}, {}, {}
     with progress("reproduce", len(names) * len(seed_ids)) as advance:
         for j, name in enumerate(names):
-            per_seed = []
+            per_seed, per_seed_cpu = [], []
             for s in seed_ids:
                 info(f"[bold]stage:[/bold] {name} (seed {s})")
-                t = time.time()
+                t, c = time.time(), time.process_time()
                 res = plans[s][j][1](scoped(store, model, [s]))
                 if res is not None and isinstance(res, tuple) and res and hasattr(res[0], "id"):
                     runs[f"{name} seed {s}"] = res[0].id
                 per_seed.append(round(time.time() - t, 1))
+                per_seed_cpu.append(round(time.process_time() - c, 1))
                 advance()
-            timings[name] = per_seed
+            timings[name], cpu[name] = per_seed, per_seed_cpu
     from .plots import FIGURES, render
     from .report import write_report
 
@@ -143,7 +144,9 @@ def reproduce(model: str, preset_name: str, store, out: Path, seed: int = 0, dev
         except UserError as e:
             missing[fig] = str(e)
     total = round(time.time() - t0, 1)
-    report = write_report(view, out, model, preset_name, timings, missing, seeds=seed_ids, total_seconds=total)
+    report = write_report(view, out, model, preset_name, timings, missing, seeds=seed_ids, total_seconds=total,
+                          cpu_seconds=cpu)
     info(f"reproduce finished in {total} s; report: {report}")
-    return {"report": str(report), "seconds": total, "seeds": seed_ids, "stage_seconds": timings, "runs": runs,
+    return {"report": str(report), "seconds": total, "seeds": seed_ids, "stage_seconds": timings,
+            "stage_cpu_seconds": cpu, "runs": runs,
             "figures": len(rendered), "missing": missing}
