@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .report_stats import ratio_text
 from .store import atomic_write_bytes
 
 Z = 1.96
@@ -140,12 +141,15 @@ def claim_coupling(store) -> Section:
     r2 = sm["contribution_high_high"] / max(sm["contribution_low_low"], 1e-30)
     s.rows = [("mean <h_j,h_k>: same / different token", f"{fmt(sm['same_mean_hh'])} / {fmt(sm['diff_mean_hh'])}", "same > different (Fig. 2a)"),
               ("mean phi: same / different", f"{fmt(sm['same_mean_phi'], 4)} / {fmt(sm['diff_mean_phi'], 4)}", "non-negligible mainly for same (Fig. 2b)"),
-              ("|contribution| ratio same / different", f"{r1:.3g}", "> 1"),
-              ("|contribution| ratio high-high / low-low entropy", f"{r2:.3g}", "> 1 (Fig. 2c)"),
+              ("|contribution| ratio same / different (means)",
+               ratio_text(sm["same_abs_contribution"], sm["diff_abs_contribution"]), "> 1"),
+              ("|contribution| ratio high-high / low-low entropy (means)",
+               ratio_text(sm["contribution_high_high"], sm["contribution_low_low"]), "> 1 (Fig. 2c)"),
               ("proxy vs exact kernel (Pearson / Spearman)", f"{fmt(sm.get('pearson_proxy_exact'))} / {fmt(sm.get('spearman_proxy_exact'))}",
                "proxy tracks full update (App. D.1)")]
     s.verdict = "supported" if r1 > 2 and r2 > 2 else "not supported" if r1 < 1 or r2 < 1 else "inconclusive"
-    s.why = f"same/different ratio {r1:.3g}, high/low entropy ratio {r2:.3g}"
+    s.why = (f"same/different ratio {ratio_text(sm['same_abs_contribution'], sm['diff_abs_contribution'])}, high/low "
+             f"entropy ratio {ratio_text(sm['contribution_high_high'], sm['contribution_low_low'])}")
     tr = [r for r in reversed(store.runs("train")) if r.status == "done" and r.has_table("proxy")]
     if tr:
         p = tr[0].read_table("proxy")

@@ -164,6 +164,12 @@ def combine(*verdicts: str) -> str:
     return NOT_SUPPORTED if NOT_SUPPORTED in verdicts else INCONCLUSIVE
 
 
+def ratio_text(num: float, den: float, d: int = 3) -> str:
+    """A ratio shown with the means it divides, e.g. ``1.06e+09 (3.2e-03 / 3.0e-12)``."""
+    r = num / den if den else float("inf")
+    return f"{r:.{d}g} ({num:.{d}g} / {den:.{d}g})"
+
+
 METHOD = ("Each claim is measured once per seed. The interval is the mean over k seeds ± t_{k-1}(0.975) x SE, with "
           "SE^2 = max(s^2/k, mean(se_i^2)/k): s^2 is the between-seed variance of the per-seed estimates and se_i "
           "each seed's within-seed standard error (a floor, since 2-3 seeds can agree by chance). With one seed the "
