@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from . import report_stats as rs
-from .report import Section, fmt
+from .report import Section, _missing, fmt
 from .scope import per_seed, scoped
 
 PAPER_TABLE2_AVG = {"baseline": "37.8 / 31.9 / 49.1", "QB": "42.3 / 33.7 / 50.2", "RB": "42.4 / 35.5 / 50.1",
@@ -182,11 +182,6 @@ def _pts(iv: rs.Interval) -> str:
 
 def _pts_seeds(iv: rs.Interval) -> str:
     return "; ".join(f"s{e.seed}: {fmt(e.value * 100, 1)}" for e in iv.per_seed) or "n/a"
-
-
-def _missing(sec: Section, what: str) -> Section:
-    sec.verdict, sec.why = rs.INCONCLUSIVE, f"no data: {what}"
-    return sec
 
 
 CLAIMS = [claim_training, claim_sign_partition, claim_proxy, claim_sampling]
