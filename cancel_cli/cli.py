@@ -136,8 +136,8 @@ def finish(run, summary) -> None:
     """Print the run's headline summary (rich table, or one JSON object with --json)."""
     from .console import print_table
 
-    if hasattr(summary, "to_json"):
-        summary = summary.to_json()
+    if hasattr(summary, "to_json"):  # a summary.Summary dataclass
+        summary = {k: v for k, v in summary.to_json().items() if k != "schema"}
     if SETTINGS.json:
         typer.echo(json.dumps({"id": run.id, "status": run.status, "summary": summary}, default=float))
         return
@@ -269,9 +269,9 @@ def train(
     check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .grpo.trainer import TrainConfig
 
-    if qb and sign_partition:
-        raise UserError("--qb and --sign-partition are different mini-batch plans; pick one")
-    plan = mini_batching or ("query-preserved" if qb else "sign-partitioned" if sign_partition else None)
+    from .grpo.trainer import plan_for
+
+    plan = plan_for(qb, sign_partition, mini_batching) if (qb or sign_partition or mini_batching) else None
     from .config import EXTENDABLE
 
     ctx = COMMAND_CONTEXT.get()
@@ -480,6 +480,7 @@ def reproduce(
     preset: str = typer.Option("toy", "--preset", help="toy | paper."),
     out: Path = typer.Option(Path("figures"), "--out"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the stages and their resolved configs; run nothing."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per stochastic stage (default 3 toy, 1 paper)."),
 ):
     """Run every experiment, render every figure and table, and write figures/REPORT.md."""
     check_flags(locals())  # bad input: one line, before any work and before a run folder
@@ -493,7 +494,7 @@ def reproduce(
         for stage in stage_plan(model, preset, seed, device):
             typer.echo(json.dumps({"stage": stage.name, "command": stage.command, "config": stage.config}, default=str))
         return
-    summary = rep(model, preset, store(), out, seed=seed, device=device)
+    summary = rep(model, preset, store(), out, seed=seed, device=device, seeds=seeds)
     if SETTINGS.json:
         typer.echo(json.dumps(summary, default=float))
 

@@ -5,13 +5,13 @@ supported / not supported / inconclusive, with the interval it was decided on.""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write_bytes
+from .report_stats import ratio_text
 
 Z = 1.96
 
@@ -55,13 +55,17 @@ class Section:
         self.rows, self.verdict, self.why, self.notes = [], "inconclusive", "", []
 
     def md(self) -> str:
-        out = [f"## {self.title}", "", f"**Verdict: {self.verdict}** — {self.why}", ""]
+        """Rule first, then verdict, figure and numbers; rows are (quantity, ours, paper[, per seed])."""
+        out = [f"## {self.title}", "", f"*Rule (fixed before the runs):* {self.rule}", "",
+               f"**Verdict: {self.verdict}** — {self.why}", ""]
         if self.figure:
             out += [f"![{self.figure}]({self.figure}.png)", ""]
         if self.rows:
-            out += ["| quantity | ours | paper |", "|---|---|---|"] + [
-                "| " + " | ".join(str(x).replace("|", "\\|") for x in row) + " |" for row in self.rows] + [""]
-        out += [f"*Rule:* {self.rule}", ""] + [f"- {n}" for n in self.notes] + [""]
+            seeds = any(len(r) > 3 for r in self.rows)
+            out += ["| quantity | ours | paper |" + (" per seed |" if seeds else ""), "|---|---|---|" + ("---|" if seeds else "")]
+            out += ["| " + " | ".join(str(x).replace("|", "\\|") for x in (tuple(row) + ("",) * (4 - len(row)))[:4 if seeds else 3])
+                    + " |" for row in self.rows] + [""]
+        out += [f"- {n}" for n in self.notes] + [""]
         return "\n".join(out)
 
 
@@ -187,12 +191,15 @@ def claim_coupling(store) -> Section:
     r2 = sm.contribution_high_high / max(sm.contribution_low_low, 1e-30)
     s.rows = [("mean <h_j,h_k>: same / different token", f"{fmt(sm.same_mean_hh)} / {fmt(sm.diff_mean_hh)}", "same > different (Fig. 2a)"),
               ("mean phi: same / different", f"{fmt(sm.same_mean_phi, 4)} / {fmt(sm.diff_mean_phi, 4)}", "non-negligible mainly for same (Fig. 2b)"),
-              ("|contribution| ratio same / different", f"{r1:.3g}", "> 1"),
-              ("|contribution| ratio high-high / low-low entropy", f"{r2:.3g}", "> 1 (Fig. 2c)"),
+              ("|contribution| ratio same / different (means)",
+               ratio_text(sm.same_abs_contribution, sm.diff_abs_contribution), "> 1"),
+              ("|contribution| ratio high-high / low-low entropy (means)",
+               ratio_text(sm.contribution_high_high, sm.contribution_low_low), "> 1 (Fig. 2c)"),
               ("proxy vs exact kernel (Pearson / Spearman)", f"{fmt(sm.pearson_proxy_exact)} / {fmt(sm.spearman_proxy_exact)}",
                "proxy tracks full update (App. D.1)")]
     s.verdict = "supported" if r1 > 2 and r2 > 2 else "not supported" if r1 < 1 or r2 < 1 else "inconclusive"
-    s.why = f"same/different ratio {r1:.3g}, high/low entropy ratio {r2:.3g}"
+    s.why = (f"same/different ratio {ratio_text(sm.same_abs_contribution, sm.diff_abs_contribution)}, high/low "
+             f"entropy ratio {ratio_text(sm.contribution_high_high, sm.contribution_low_low)}")
     tr = store.latest("train", where=lambda r: r.has_table("proxy"))
     if tr:
         p = tr.read_table("proxy")
@@ -331,67 +338,22 @@ def claim_budget(store) -> Section:
     return s
 
 
-def claim_training(store) -> Section:
-    s = Section("8. QB and RB improve GRPO training (and sign-partitioning hurts it)", "fig8",
-                "final mean validation accuracy (last evaluation, all held-out sets) of QB+RB minus baseline, with a "
-                "binomial 95% CI: supported if above 0, not supported if below 0, else inconclusive.")
-    from .plots.training import train_runs
+def _claims():
+    from . import report_train
 
-    try:
-        runs = train_runs(store)
-    except Exception:
-        return _missing(s, "run `cancel train` with the four variants")
-    if "baseline" not in runs:
-        return _missing(s, "no baseline train run")
-    final = {}
-    for label, r in runs.items():
-        v = r.read_table("validation")
-        last = v[v.step == v.step.max()]
-        n = int(last.problems.sum() * last.k.mean())  # 0 for verl runs (no per-set counts): CI undefined
-        w = last.problems if last.problems.sum() > 0 else pd.Series(1.0, index=last.index)
-        final[label] = (float((last.accuracy * w).sum() / w.sum()), n,
-                        float(v[v.step == v.step.min()].accuracy.mean()))
-    paper = {"baseline": "37.8 / 31.9 / 49.1", "QB": "42.3 / 33.7 / 50.2", "RB": "42.4 / 35.5 / 50.1", "QB+RB": "45.0 / 36.1 / 50.8",
-             "sign-partitioned": "degrades (Fig. 7a)"}
-    for label, (acc, n, first) in final.items():
-        s.rows.append((f"{label}: final accuracy (start {fmt(first)})", fmt(acc), f"Table 2 avg (7B / 1.7B / 4B): {paper[label]}"))
-    b = final["baseline"]
-    target = "QB+RB" if "QB+RB" in final else None
-    if target is None:
-        return _missing(s, "no QB+RB train run")
-    d, lo, hi = prop_diff(final[target][0] * 100, final[target][1], b[0] * 100, b[1])
-    if min(final[target][1], b[1]) == 0:
-        lo = hi = float("nan")
-    s.verdict = interval_verdict(lo, hi)
-    s.why = f"QB+RB minus baseline {fmt(d, 1)} points (95% CI [{fmt(lo, 1)}, {fmt(hi, 1)}])"
-    for label in ("QB", "RB", "sign-partitioned"):
-        if label in final:
-            dd, l2, h2 = prop_diff(final[label][0] * 100, final[label][1], b[0] * 100, b[1])
-            s.notes.append(f"{label} minus baseline: {fmt(dd, 1)} points (95% CI [{fmt(l2, 1)}, {fmt(h2, 1)}]).")
-    met = runs["baseline"].read_table("metrics")
-    s.notes.append(f"Baseline (verl-default plan) splits {fmt(met.groups_split_frac.mean() * 100, 0)}% of groups across mini-batches; "
-                   "QB splits none.")
-    if "RB" in runs:
-        rb = runs["RB"].read_table("metrics")
-        if "rb_utilization" in rb:
-            s.notes.append(f"RB sample utilisation {fmt(rb.rb_utilization.iloc[-1])}.")
-    return s
+    return [claim_flipping, claim_positive_only, claim_coupling, claim_table1, claim_value, claim_entropy, claim_budget,
+            *report_train.CLAIMS]
 
 
-CLAIMS = [claim_flipping, claim_positive_only, claim_coupling, claim_table1, claim_value, claim_entropy, claim_budget,
-          claim_training]
+def write_report(store, out: Path, model: str, preset: str, timings: dict, missing: dict, seeds=None,
+                 total_seconds: float | None = None, cpu_seconds: dict | None = None) -> Path:
+    from .report_header import header_lines
 
-
-def write_report(store, out: Path, model: str, preset: str, timings: dict, missing: dict) -> Path:
-    sections = [c(store) for c in CLAIMS]
-    lines = ["# Reproduction report: The Cancellation Hypothesis in Critic-Free RL", "",
-             f"Model `{model}`, preset `{preset}`, written {time.strftime('%Y-%m-%d %H:%M:%S')} from the store at "
-             f"`{store.root}`.  Every number below is read from a run in that store; the verdict rules were fixed before "
-             "the runs and are stated in each section.", "",
-             "| claim | verdict |", "|---|---|"] + [f"| {s.title} | {s.verdict} |" for s in sections] + [""]
+    sections = [c(store) for c in _claims()]
+    lines = ["# Reproduction report: The Cancellation Hypothesis in Critic-Free RL", ""]
+    lines += header_lines(store, model, preset, timings, seeds, total_seconds, cpu_seconds)
+    lines += ["| claim | verdict |", "|---|---|"] + [f"| {s.title} | {s.verdict} |" for s in sections] + [""]
     lines += [s.md() for s in sections]
-    if timings:
-        lines += ["## Stage timings (s)", "", "| stage | seconds |", "|---|---|"] + [f"| {k} | {v} |" for k, v in timings.items()] + [""]
     if missing:
         lines += ["## Figures not rendered", ""] + [f"- {k}: {v}" for k, v in missing.items()] + [""]
     path = Path(out) / "REPORT.md"

@@ -8,7 +8,7 @@ per target x setting x benchmark), so ``--resume`` continues where a killed job 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import torch
@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..evaluation import (PAPER_SETS, TABLE4_SAMPLING, TOY_BENCHMARKS, benchmark_k, benchmark_problems, metric_name,
                           sample_and_score, score_frame)
 from ..sampling import make_sampler
+from ..summary import Summary
 from ..tasks.prompts import default_template
 
 
@@ -37,6 +38,38 @@ class EvalConfig:
     data_dir: str = ""
     seed: int = 0
     device: str = "auto"
+
+
+def setting_label(temperature: float, top_p: float) -> str:
+    return f"T{temperature:g}/p{top_p:g}"
+
+
+@dataclass
+class EvalSummary(Summary):
+    """Scores of the last evaluated target (the final checkpoint with ``--run``), per benchmark and sampling
+    setting; ``average`` is the mean over benchmarks at the configured (temperature, top-p)."""
+
+    SCHEMA = 1
+    base_model: str
+    run: str  # the train run whose checkpoints were evaluated ("" = the model itself)
+    final_step: int  # checkpoint step of the scores (-1 = the model itself)
+    setting: str  # the configured sampling setting, e.g. T0.6/p0.95
+    average: float
+    scores: dict = field(default_factory=dict)  # "<setting>" -> {benchmark: score}
+    samples: dict = field(default_factory=dict)  # benchmark -> problems x k (scored samples per setting)
+    metrics: dict = field(default_factory=dict)  # benchmark -> "avg@k" | "pass@1"
+
+
+def eval_summary(scores: pd.DataFrame, cfg: "EvalConfig", base_model: str) -> EvalSummary:
+    last = scores[scores.step == scores.step.max()]
+    by = {setting_label(t, p): {r.benchmark: float(r.score) for r in g.itertuples()}
+          for (t, p), g in last.groupby(["temperature", "top_p"])}
+    own = setting_label(cfg.temperature, cfg.top_p)
+    key = own if own in by else next(iter(by))
+    return EvalSummary(base_model=base_model, run=cfg.run, final_step=int(last.step.max()), setting=key,
+                       average=float(pd.Series(by[key]).mean()), scores=by,
+                       samples={r.benchmark: int(r.problems * r.k) for r in last.itertuples()},
+                       metrics={r.benchmark: str(r.metric) for r in last.itertuples()})
 
 
 def targets(cfg: EvalConfig, store) -> list[tuple[str, int, str]]:
@@ -101,9 +134,7 @@ def run(cfg: EvalConfig, store, resume: str | None = None):
         close_samplers(loaded)
         scores = r.read_table("scores")
         r.write_table("results", scores)
-        last = scores[scores.step == scores.step.max()]
-        summary = {f"{row.benchmark}@T{row.temperature}/p{row.top_p}": float(row.score) for row in last.itertuples()}
-        summary["average"] = float(last.groupby(["temperature", "top_p"]).score.mean().iloc[-1])
+        summary = eval_summary(scores, cfg, base_model)
         print_table("evaluation", scores.drop(columns=["target"]).to_dict("records"))
         r.finish(summary)
     return r, summary
