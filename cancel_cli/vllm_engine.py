@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 
 from .errors import UserError
-from .sampling import SamplingParams
 
 
 class VLLMSampler:
@@ -28,7 +27,8 @@ class VLLMSampler:
         self.llm = LLM(model=path, tokenizer=path, enable_prefix_caching=True, dtype="bfloat16",
                        gpu_memory_utilization=gpu_memory_utilization, seed=0)
 
-    def continue_prefixes(self, prefixes, m, params: SamplingParams, generator=None, logprobs=None, budgets=None):
+    def continue_prefixes(self, prefixes, m, params, generator=None, logprobs=None, budgets=None):
+        """``params``: a ``sampling.SamplingParams`` (temperature, top_p, max_new_tokens)."""
         from vllm import SamplingParams as VSP
         from vllm.inputs import TokensPrompt
 
