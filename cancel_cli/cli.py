@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from .console import SETTINGS
 from .errors import UserError
+from .validate import flags as check_flags
 
 GLOBAL_OPTIONS = {"--results": True, "--seed": True, "--device": True, "--quiet": False, "--json": False}  # takes a value?
 
@@ -80,6 +81,13 @@ def main_options(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars or tables."),
     json_out: bool = typer.Option(False, "--json", help="Print the finished run's id, status and summary as one JSON object on stdout."),
 ):
+    from .validate import global_options
+
+    try:
+        global_options(seed, device)
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
     global STATE  # fresh per invocation: nothing carries over between two invocations in one process
     STATE = State(results, seed, device)
     SETTINGS.quiet, SETTINGS.json = quiet, json_out
@@ -91,7 +99,10 @@ def store(write: bool = True):
 
     st = Store(STATE.results)
     if write:
-        st.check_writable()
+        import click
+
+        ctx = click.get_current_context(silent=True)
+        st.check_writable(ctx.info_name if ctx else None)  # also the command's folder
     return st
 
 
@@ -112,9 +123,9 @@ def handled(fn):
         except UserError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (runguard): the run is marked failed and resumable
+            typer.echo(f"interrupted ({getattr(e, 'signal_name', 'Ctrl-C')})", err=True)
+            raise typer.Exit(getattr(e, "exit_code", 130))
         finally:
             reset_process_state()
 
@@ -163,6 +174,7 @@ def options(*blocks: dict, skip: tuple = ()):
 
         @functools.wraps(fn)
         def wrapper(*a, **kw):
+            check_flags(kw)  # bad input (typed values): one line, before any work and before a run folder
             for k in added:
                 kw.pop(k, None)
             token = COMMAND_CONTEXT.set(kw.pop("cancel_ctx"))
@@ -252,6 +264,7 @@ def train(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="verl engine: existing Ray cluster address."),
 ):
     """GRPO training with QB / RB / sign-partitioned / positive-only variants (Fig. 7a, 8, 10)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .grpo.trainer import TrainConfig
 
     if qb and sign_partition:
@@ -291,6 +304,7 @@ def flip(
     from_run: Optional[str] = typer.Option(None, "--from-run", help="Read the probe of a finished train run instead."),
 ):
     """Token flipping (Fig. 1a-c, Fig. 9): boosted/suppressed/stable ratios by advantage sign at every step."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import flip_run
 
     cfg, _ = config_for(flip_run.FlipConfig, rename={"model": "models"})
@@ -308,6 +322,7 @@ def positive_only(
     train_lr: Optional[float] = typer.Option(None, "--train-lr", help="Fig. 1d: AdamW lr of the two training runs."),
 ):
     """Alg. 2: positive-only vs joint GRPO update from one theta_0 (Fig. 1d, Fig. 4)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import positive_only as po
 
     cfg, _ = config_for(po.PositiveOnlyConfig, rename={"steps": "train_steps"})
@@ -324,6 +339,7 @@ def coupling(
     from_batch: Optional[str] = typer.Option(None, "--from-batch", help="Reuse the stored batch of a run."),
 ):
     """Output-layer coupling kernel (Eq. 6-10, Fig. 2) and its agreement with the exact kernel."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import coupling as cp
 
     cfg, _ = config_for(cp.CouplingConfig)
@@ -343,6 +359,7 @@ def mask_effect(
     from_batch: Optional[str] = typer.Option(None, "--from-batch"),
 ):
     """Masked updates (Table 1, Fig. 3): Boost Rate and Mean Boost of removing coupled tokens."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import masking
 
     cfg, _ = config_for(masking.MaskConfig)
@@ -361,6 +378,7 @@ def mc_value(
     from_batch: Optional[str] = typer.Option(None, "--from-batch"),
 ):
     """Monte-Carlo counterfactual token value (Eq. 20, Fig. 5a, Fig. 11)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import value
 
     cfg, resume = config_for(value.ValueConfig)
@@ -376,6 +394,7 @@ def entropy_gap(
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples for the CIs."),
 ):
     """Value gap on the top-k% highest-entropy tokens, k = 10..100 (Fig. 5b)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import entropy_gap as eg
 
     cfg, _ = config_for(eg.EntropyGapConfig)
@@ -393,6 +412,7 @@ def budget_sweep(
     values: Optional[str] = typer.Option(None, "--values", help="Comma-separated axis values (default: paper's)."),
 ):
     """Value gap vs sampling budget: batch size, rollout-n, reward mix (Fig. 6, Fig. 7b)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import budget
 
     cfg, resume = config_for(budget.BudgetConfig)
@@ -417,6 +437,7 @@ def evaluate(
     data_dir: Optional[str] = typer.Option(None, "--data-dir"),
 ):
     """Benchmarks (Table 2, Table 4): avg@32 for AIME24/25 and AMC, pass@1 for MATH-500/Minerva/Olympiad."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import evaluate as ev
 
     cfg, resume = config_for(ev.EvalConfig, rename={"run_id": "run"})
@@ -447,6 +468,7 @@ def reproduce(
     dry_run: bool = typer.Option(False, "--dry-run", help="List the stages and their resolved configs; run nothing."),
 ):
     """Run every experiment, render every figure and table, and write figures/REPORT.md."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .config import resolve_device
     from .reproduce import reproduce as rep
 
@@ -470,7 +492,7 @@ def results_ls(command: Optional[str] = typer.Argument(None, help="Only runs of 
     from .console import print_table
 
     runs = store(write=False).runs(command)
-    rows = [{"id": r.id, "command": r.listing.get("command"), "status": r.status, "model": r.listing.get("model"),
+    rows = [{"id": r.id, "command": r.listing.get("command"), "status": r.state, "model": r.listing.get("model"),
              "start": r.listing.get("start")} for r in runs]
     if SETTINGS.json:
         typer.echo(json.dumps(rows))
@@ -487,6 +509,7 @@ def results_show(run_id: str):
     r = store(write=False).get(run_id)
     meta = r.meta
     meta["tables"] = sorted({p.name.split(".")[0] for p in r.path.iterdir() if p.suffix in (".parquet", ".parts")})
+    meta["state"], meta["damaged_tables"] = r.state, r.damaged()  # stale / damaged runs (runguard)
     typer.echo(json.dumps(meta, indent=None if SETTINGS.json else 2, default=str))
 
 

@@ -39,8 +39,7 @@ def resolve_model(name: str) -> tuple[str, Path]:
         target = name
     path = Path(target).expanduser()
     if path.is_dir():
-        if not (path / "config.json").exists():
-            raise UserError(f"{path} is not a Hugging Face model folder (no config.json)")
+        check_model_folder(path)
         return target, path
     looks_like_path = target.startswith((".", "/", "~")) or os.sep in target and target.count("/") != 1
     if looks_like_path:
@@ -65,6 +64,25 @@ def resolve_model(name: str) -> tuple[str, Path]:
     except Exception as e:
         raise UserError(f"weights for {target} could not be found locally or downloaded ({type(e).__name__}); "
                         f"get them with `huggingface-cli download {target}` or pass a local folder") from None
+
+
+def check_model_folder(path: Path) -> None:
+    """A local model folder has a config.json naming its model type, weights and a tokenizer."""
+    import json
+
+    cfg = path / "config.json"
+    if not cfg.exists():
+        raise UserError(f"{path} is not a Hugging Face model folder (no config.json)")
+    try:
+        meta = json.loads(cfg.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"model folder {path}: config.json is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not meta.get("model_type"):
+        raise UserError(f"model folder {path}: config.json has no model_type (not a Hugging Face model config)")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise UserError(f"model folder {path} has no weights (*.safetensors or *.bin)")
+    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")):
+        raise UserError(f"model folder {path} has no tokenizer files")
 
 
 def weights_hash(folder: Path) -> str:
@@ -101,10 +119,13 @@ def load_policy(name: str = "toy", device: str = "cpu", dtype: str = "float32"):
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {device} requested but CUDA is not available")
     model_id, folder = resolve_model(name)
-    tok = AutoTokenizer.from_pretrained(folder)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device).eval()
+    try:
+        tok = AutoTokenizer.from_pretrained(folder)
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device).eval()
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a broken folder: one line, not a loader traceback
+        raise UserError(f"cannot load model {name} from {folder} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     return Policy(model, tok, name=model_id if name not in MODELS else name, weights_hash=weights_hash(folder))
 
 

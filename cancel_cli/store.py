@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import __version__
+from . import __version__, runguard
 from .atomic import atomic_write_json, atomic_write_parquet
 from .config import config_hash
 from .errors import UserError
@@ -76,12 +76,41 @@ class Run:
         return self.meta.get("config", {})
 
     def update(self, **fields) -> None:
+        self._check_exists()
         meta = self.meta
         meta.update(fields)
         atomic_write_json(self.path / "run.json", meta)
 
+    def _check_exists(self) -> None:
+        """A running process never recreates a run folder that was removed under it."""
+        if not self.path.is_dir():
+            raise UserError(f"run {self.id} was removed while it was running; stopped")
+
+    @property
+    def state(self) -> str:
+        """The status for display: ``stale`` for a ``running`` run no live process holds, ``damaged`` for a
+        ``done`` run with an unreadable table."""
+        st = self.status
+        if st == "running" and not runguard.is_locked(self.path):
+            return "stale"
+        if st == "done" and self.damaged():
+            return "damaged"
+        return st
+
+    def damaged(self) -> list[str]:
+        """Tables of this run whose parquet files cannot be read (footer check)."""
+        bad = []
+        for p in sorted(self.path.glob("*.parquet")):
+            if not parquet_ok(p):
+                bad.append(p.stem)
+        for d in sorted(self.path.glob("*.parts")):
+            if any(not parquet_ok(x) for x in d.glob("part-*.parquet")):
+                bad.append(d.stem)
+        return bad
+
     # -- tables ---------------------------------------------------------------------------------
     def write_table(self, name: str, df: pd.DataFrame) -> Path:
+        self._check_exists()
         p = self.path / f"{name}.parquet"
         atomic_write_parquet(p, df)
         return p
@@ -91,16 +120,20 @@ class Run:
 
     def read_table(self, name: str) -> pd.DataFrame:
         p = self.path / f"{name}.parquet"
-        if p.exists():
-            return pd.read_parquet(p)
-        parts = self.check_parts(name)
-        if parts:
-            return pd.concat([pd.read_parquet(x) for x in parts], ignore_index=True)
+        try:
+            if p.exists():
+                return pd.read_parquet(p)
+            parts = self.check_parts(name)
+            if parts:
+                return pd.concat([pd.read_parquet(x) for x in parts], ignore_index=True)
+        except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+            raise UserError(f"run {self.id} is damaged: table {name!r} cannot be read ({str(e).splitlines()[0]})") from None
         raise UserError(f"run {self.id} has no table {name!r}")
 
     def write_part(self, name: str, index: int, df: pd.DataFrame) -> None:
         """One chunk of a resumable table; a chunk file exists only when fully written.  It carries the
         run's config hash, so a table can never mix rows of two configs."""
+        self._check_exists()
         atomic_write_parquet(self.path / f"{name}.parts" / f"part-{index:06d}.parquet", df,
                              metadata={HASH_KEY: self.config_hash})
 
@@ -129,37 +162,59 @@ class Run:
         return pd.read_parquet(self.path / f"{name}.parts" / f"part-{index:06d}.parquet")
 
     def done_parts(self, name: str) -> set[int]:
-        return {int(p.stem.split("-")[1]) for p in self.parts(name)}
+        """Indices of the finished chunks; an unreadable chunk is quarantined (so it is recomputed)."""
+        return {int(p.stem.split("-")[1]) for p in self.parts(name) if read_or_quarantine(p, footer_only=True) is not None}
 
     def finish(self, summary=None) -> None:
         """Mark done; ``summary`` is a ``summary.Summary`` dataclass (stored with its schema) or a plain dict."""
         if summary is not None and hasattr(summary, "to_json"):
             summary = summary.to_json()
-        self.update(status="done", end=time.strftime("%Y-%m-%dT%H:%M:%S"), summary=summary or {})
+        summary = {**(summary or {}), **self._reward_counts()}
+        self.update(status="done", end=time.strftime("%Y-%m-%dT%H:%M:%S"), summary=summary, error=None)
+        self.release()
+
+    def release(self) -> None:
+        """Drop this process's lock on the run (see ``runguard``)."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+
+    def _reward_counts(self) -> dict:
+        """Reward checks of this process since the run started, and how many hit the time limit."""
+        from .tasks import reward
+
+        start = getattr(self, "_reward_start", None)
+        return reward.STATS.since(start) if start is not None else {}
 
     def fail(self, error: str) -> None:
         self.update(status="failed", end=time.strftime("%Y-%m-%dT%H:%M:%S"), error=error)
+        self.release()
 
 
 class Store:
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root or os.environ.get("CANCEL_RESULTS", "results")).expanduser()
+        self.root = Path(root or os.environ.get("CANCEL_RESULTS") or "results").expanduser()
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"results store {self.root} is not a directory")
 
-    def check_writable(self) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise UserError(f"results directory {self.root} is not writable ({e.strerror or e})") from None
+    def check_writable(self, command: str | None = None) -> None:
+        """The store (and the command's folder in it, if it exists) accepts new files."""
+        for d in [self.root] + ([self.root / command] if command and (self.root / command).exists() else []):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                probe = d / f".write-probe-{os.getpid()}"
+                probe.write_text("")
+                probe.unlink()
+            except OSError as e:
+                raise UserError(f"results directory {d} is not writable ({e.strerror or e})") from None
 
     def new_run(self, command: str, config: dict, *, model: str = "", model_hash: str = "", seed: int | None = None,
                 device: str = "cpu") -> Run:
-        self.check_writable()
+        self.check_writable(command)
         run_id = f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
         run = Run(self.root / command / run_id)
         run.path.mkdir(parents=True)
+        run._lock = runguard.RunLock(run.path).acquire()  # held before run.json exists: never seen as stale
         atomic_write_json(run.path / "run.json", {
             "id": run_id, "command": command, "status": "running", "config": config,
             "config_hash": config_hash(config), "model": model,
@@ -180,14 +235,13 @@ class Store:
             if config_hash(config) != run.config_hash:
                 raise UserError(f"run {resume} was started with another config (hash {run.config_hash}, now "
                                 f"{config_hash(config)}); resume it without changing its settings")
+            run._lock = runguard.RunLock(run.path).acquire()  # refuses a run another process is running
+            runguard.clean_tmp(run.path)
             run.update(status="running", resumed=time.strftime("%Y-%m-%dT%H:%M:%S"), config=config)
         else:
             run = self.new_run(command, config, **meta)
-        try:
+        with runguard.guarded(run, self.root, run._lock):
             yield run
-        except BaseException as e:
-            run.fail(f"{type(e).__name__}: {e}")
-            raise
 
     def runs(self, command: str | None = None) -> list[Run]:
         if not self.root.exists():
@@ -206,15 +260,73 @@ class Store:
         run = self.get(run_id)
         if run.status != "done":
             raise UserError(f"run {run_id} is {run.status}, not done; it cannot be used")
+        bad = run.damaged()
+        if bad:
+            raise UserError(f"run {run_id} is damaged (unreadable table {', '.join(bad)}); it cannot be used")
         return run
 
     def latest(self, command: str, where=None, **config_match) -> Run | None:
-        """The most recent done run of ``command`` whose config matches the given items and, if given, for
-        which ``where(run)`` is true."""
+        """The most recent done, undamaged run of ``command`` whose config matches the given items and, if
+        given, for which ``where(run)`` is true."""
         for r in reversed(self.runs(command)):
-            if r.status == "done" and all(r.config.get(k) == v for k, v in config_match.items()) and (where is None or where(r)):
+            if (r.status == "done" and all(r.config.get(k) == v for k, v in config_match.items())
+                    and (where is None or where(r))):
+                bad = r.damaged()
+                if bad:
+                    _warn(f"skipping damaged run {r.id} (unreadable table {', '.join(bad)})")
+                    continue
                 return r
         return None
 
     def rm(self, run_id: str) -> None:
-        shutil.rmtree(self.get(run_id).path)
+        run = self.get(run_id)
+        if runguard.is_locked(run.path):
+            pid = runguard.owner_pid(run.path)
+            raise UserError(f"run {run_id} is running (pid {pid}); stop it before removing it")
+        shutil.rmtree(run.path)
+
+
+def _warn(msg: str) -> None:
+    import sys
+
+    print(f"warning: {msg}", file=sys.stderr)
+
+
+def parquet_ok(path: Path) -> bool:
+    """The file is a parquet file with a readable footer (catches empty, truncated and garbage files)."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def quarantine(path: Path, why: str) -> Path:
+    """Move an unreadable store file aside (``<name>.corrupt-<time>``, ignored by every reader), say so in
+    one line, and return the new path; callers recompute what it held."""
+    dest = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}")
+    os.replace(path, dest)
+    _warn(f"{path} is unreadable ({why}); moved to {dest.name}, its rows will be recomputed")
+    return dest
+
+
+def read_or_quarantine(path: Path, columns: tuple = (), footer_only: bool = False) -> pd.DataFrame | None:
+    """A parquet file's rows, or None after quarantining it when it is empty, truncated, garbage or lacks
+    one of ``columns``.  ``footer_only`` checks readability without loading the rows (returns an empty frame)."""
+    try:
+        if footer_only:
+            import pyarrow.parquet as pq
+
+            pq.read_metadata(path)
+            return pd.DataFrame()
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as e:
+        quarantine(path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        quarantine(path, f"no column {', '.join(missing)}")
+        return None
+    return df

@@ -66,16 +66,48 @@ def find_file(stem: str, data_dir=None) -> Path:
 
 
 def _rows(path: Path) -> list[dict]:
+    """Rows of a JSONL or parquet data file; anything else is one clear error naming the file."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"data file {path} is a directory (expected a .jsonl or .parquet file)")
+    if not path.exists():
+        raise UserError(f"data file {path} does not exist")
     if path.suffix == ".parquet":
         import pandas as pd
 
-        return pd.read_parquet(path).to_dict("records")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        try:
+            return pd.read_parquet(path).to_dict("records")
+        except (OSError, ValueError) as e:
+            raise UserError(f"data file {path} is not a readable parquet file ({str(e).splitlines()[0]})") from None
+    if path.suffix not in (".jsonl", ".json"):
+        raise UserError(f"data file {path}: unsupported format {path.suffix or '(no suffix)'} (use .jsonl or .parquet)")
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise UserError(f"data file {path} line {n}: expected a JSON object, got {type(row).__name__}")
+                    rows.append(row)
+    except json.JSONDecodeError as e:
+        raise UserError(f"data file {path} line {n} is not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"data file {path} is not UTF-8 text (expected JSONL)") from None
+    return rows
 
 
 def _from_row(row: dict, source: str, i: int) -> Problem:
+    try:
+        return _parse_row(row, source, i)
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        raise UserError(f"{source}: row {i} is malformed ({type(e).__name__}: {e}; fields {sorted(row)})") from None
+
+
+def _parse_row(row: dict, source: str, i: int) -> Problem:
     if "problem" in row and "answer" in row:
+        if not isinstance(row["problem"], str) or not row["problem"].strip():
+            raise UserError(f"{source}: row {i} has no problem text")
         return Problem(str(row.get("id", f"{source}-{i}")), row["problem"], str(row["answer"]), source,
                        row.get("meta") or {})
     if "prompt" in row and "reward_model" in row:  # verl schema
@@ -95,6 +127,8 @@ def load_benchmark(name: str, data_dir=None, limit: int | None = None) -> list[P
         raise UserError(f"unknown benchmark {name!r} ({', '.join(BENCHMARKS)})")
     path = find_file(BENCHMARKS[name][0], data_dir)
     probs = [_from_row(r, name, i) for i, r in enumerate(_rows(path))]
+    if not probs:
+        raise UserError(f"benchmark file {path} has no problems")
     return probs[:limit] if limit else probs
 
 
@@ -102,7 +136,10 @@ def load_dapo(data_dir=None, path: str | Path | None = None) -> list[Problem]:
     p = Path(path) if path else find_file("dapo17k", data_dir)
     if not p.exists():
         raise UserError(f"DAPO-17k file {p} does not exist")
-    return [_from_row(r, "dapo17k", i) for i, r in enumerate(_rows(p))]
+    probs = [_from_row(r, "dapo17k" if path is None else str(p), i) for i, r in enumerate(_rows(p))]
+    if not probs:
+        raise UserError(f"data file {p} has no problems")
+    return probs
 
 
 def download(names: list[str], out_dir: Path) -> list[Path]:
