@@ -27,7 +27,7 @@ class VLLMSampler:
         self.llm = LLM(model=path, tokenizer=path, enable_prefix_caching=True, dtype="bfloat16",
                        gpu_memory_utilization=gpu_memory_utilization, seed=0)
 
-    def continue_prefixes(self, prefixes, m, params, generator=None, logprobs=None, budgets=None):
+    def continue_prefixes(self, prefixes, m, params, generator=None, budgets=None):
         """``params``: a ``sampling.SamplingParams`` (temperature, top_p, max_new_tokens)."""
         from vllm import SamplingParams as VSP
         from vllm.inputs import TokensPrompt
@@ -35,20 +35,11 @@ class VLLMSampler:
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else None
         budgets = budgets or [params.max_new_tokens] * len(prefixes)
         sps = [VSP(n=m, temperature=params.temperature, top_p=params.top_p, top_k=-1, max_tokens=b,
-                   seed=None if seed is None else seed + i, logprobs=0 if logprobs is not None else None,
+                   seed=None if seed is None else seed + i,
                    stop_token_ids=[self.policy.eos_id], skip_special_tokens=False)
                for i, b in enumerate(budgets)]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prefixes], sps, use_tqdm=False)
-        result = []
-        for o in outs:
-            group = []
-            for c in o.outputs:
-                toks = list(c.token_ids)
-                group.append(toks)
-                if logprobs is not None:
-                    logprobs.append([c.logprobs[j][t].logprob for j, t in enumerate(toks)])
-            result.append(group)
-        return result
+        return [[list(c.token_ids) for c in o.outputs] for o in outs]
 
     def rollouts(self, prompts, n, params, generator=None):
         return self.continue_prefixes(prompts, n, params, generator)
