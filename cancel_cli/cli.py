@@ -353,7 +353,10 @@ def coupling(
 def mask_effect(
     candidates: Optional[int] = typer.Option(None, "--candidates"),
     mask_size: Optional[int] = typer.Option(None, "--mask-size", help="|M(c)|, equal for the four conditions."),
-    low_conf_quantile: Optional[float] = typer.Option(None, "--low-conf-quantile", help="Low confidence: p below this quantile of p."),
+    mask_sign: Optional[str] = typer.Option(None, "--mask-sign", help="Advantage sign of the masked tokens: any | same (the "
+                                            "candidate's) | positive | negative (README: why positive)."),
+    low_conf: Optional[str] = typer.Option(None, "--low-conf", help="Low confidence: p<T (p below T) | qF (p below the F-quantile "
+                                           "of p over the batch)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate (App. D.2: 0.1, no momentum)."),
     full_candidates: Optional[int] = typer.Option(None, "--full-candidates", help="Candidates for the full-parameter path."),
     from_batch: Optional[str] = typer.Option(None, "--from-batch"),

@@ -13,7 +13,9 @@ import pandas as pd
 from ..config import load_policy, to_dict
 from ..console import print_table
 from ..errors import UserError
+from ..grpo.probe import FlipShares
 from ..grpo.trainer import Trainer, TrainConfig
+from ..summary import Summary
 
 
 @dataclass
@@ -27,17 +29,22 @@ class FlipConfig(TrainConfig):
     checkpoint_every: int = 0
     save_tokens: bool = True
 
-SUMMARY_COLS = ["pos_boosted", "pos_suppressed", "pos_stable", "neg_boosted", "neg_suppressed", "neg_stable",
-                "all_boosted", "all_suppressed", "all_stable", "pos_mean_abs_delta", "neg_mean_abs_delta", "flip_rate"]
+
+@dataclass
+class FlipSummary(Summary):
+    SCHEMA = 1
+    models: list
+    steps: int
+    shares: dict  # model -> FlipShares, mean over steps
+
+    def __post_init__(self):
+        self.shares = {m: FlipShares.coerce(v) for m, v in self.shares.items()}
 
 
-def summarize(steps: pd.DataFrame) -> dict:
-    avg = steps.groupby("model")[SUMMARY_COLS].mean()
-    out = {"models": list(avg.index), "steps": int(steps.step.max())}
-    for model, row in avg.iterrows():
-        prefix = "" if len(avg) == 1 else f"{model}/"
-        out.update({f"{prefix}{k}": float(v) for k, v in row.items()})
-    return out
+def summarize(steps: pd.DataFrame) -> FlipSummary:
+    models = list(dict.fromkeys(steps.model))
+    return FlipSummary(models=models, steps=int(steps.step.max()),
+                       shares={m: FlipShares.mean_of(steps[steps.model == m]) for m in models})
 
 
 def run(cfg0: FlipConfig, store):
