@@ -13,10 +13,10 @@ PKG = Path(__file__).resolve().parent.parent / "cancel_cli"
 LAYERS = [
     ("", "errors", "console", "summary", "atomic"),  # base: used everywhere, imports nothing above
     ("tasks",),
-    ("config", "policy", "sampling", "vllm_engine", "evaluation"),  # models and sampling
+    ("config", "policy", "sampling", "vllm_engine", "evaluation", "validate"),  # models, sampling, input checks
     ("grpo", "rollout", "toy_model"),  # the rollout batch and the GRPO update
     ("analysis",),
-    ("store",),
+    ("store", "runguard"),  # the results store and its run locks / signal handling
     ("plots",),
     ("report", "reproduce", "cli", "__main__", "verl_ext"),  # the application and the verl integration
 ]
@@ -113,3 +113,22 @@ def test_the_checker_sees_lazy_and_relative_imports():
     assert "grpo.probe" in g["grpo.trainer"]  # relative, module level
     assert "verl_ext.launcher" in g["cli"]  # inside a function
     assert "tasks" in g["tasks.arithmetic"]  # `from . import Problem`
+
+
+def test_eq9_contribution_is_one_function_in_kernel():
+    """Coupling (Fig. 2) and masking (Table 1, Fig. 3) form A_k <h_j,h_k> phi_jk through kernel.contribution
+    only: they hold that very function, and no other module writes the product inline."""
+    import re
+
+    import torch
+
+    from cancel_cli.analysis import coupling, kernel, masked_update
+
+    assert coupling.contribution is kernel.contribution and masked_update.contribution is kernel.contribution
+    hh, phi, A = torch.tensor([[2.0, -1.0]]), torch.tensor([[0.5, 3.0]]), torch.tensor([[1.0, -2.0]])
+    assert torch.allclose(kernel.contribution(hh, phi, A, temperature=2.0), torch.tensor([[0.25, 1.5]]))  # / T^2
+    inline = re.compile(r"\bhh\b[^\n#]*\*[^\n#]*\bphi\b|\bphi\b[^\n#]*\*[^\n#]*\bhh\b")
+    for path in PKG.rglob("*.py"):
+        if path.name != "kernel.py":
+            body = "\n".join(line for line in path.read_text().splitlines() if "contribution(" not in line)
+            assert not inline.search(body), f"{path}: Eq. 9 written inline instead of kernel.contribution"
