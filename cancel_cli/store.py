@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__, runguard
-from .atomic import atomic_write_json, atomic_write_parquet
+from .atomic import warn, atomic_write_json, atomic_write_parquet, parquet_ok, read_or_quarantine
 from .config import config_hash
 from .errors import UserError
 
@@ -273,7 +273,7 @@ class Store:
                     and (where is None or where(r))):
                 bad = r.damaged()
                 if bad:
-                    _warn(f"skipping damaged run {r.id} (unreadable table {', '.join(bad)})")
+                    warn(f"skipping damaged run {r.id} (unreadable table {', '.join(bad)})")
                     continue
                 return r
         return None
@@ -284,49 +284,3 @@ class Store:
             pid = runguard.owner_pid(run.path)
             raise UserError(f"run {run_id} is running (pid {pid}); stop it before removing it")
         shutil.rmtree(run.path)
-
-
-def _warn(msg: str) -> None:
-    import sys
-
-    print(f"warning: {msg}", file=sys.stderr)
-
-
-def parquet_ok(path: Path) -> bool:
-    """The file is a parquet file with a readable footer (catches empty, truncated and garbage files)."""
-    import pyarrow.parquet as pq
-
-    try:
-        pq.read_metadata(path)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def quarantine(path: Path, why: str) -> Path:
-    """Move an unreadable store file aside (``<name>.corrupt-<time>``, ignored by every reader), say so in
-    one line, and return the new path; callers recompute what it held."""
-    dest = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}")
-    os.replace(path, dest)
-    _warn(f"{path} is unreadable ({why}); moved to {dest.name}, its rows will be recomputed")
-    return dest
-
-
-def read_or_quarantine(path: Path, columns: tuple = (), footer_only: bool = False) -> pd.DataFrame | None:
-    """A parquet file's rows, or None after quarantining it when it is empty, truncated, garbage or lacks
-    one of ``columns``.  ``footer_only`` checks readability without loading the rows (returns an empty frame)."""
-    try:
-        if footer_only:
-            import pyarrow.parquet as pq
-
-            pq.read_metadata(path)
-            return pd.DataFrame()
-        df = pd.read_parquet(path)
-    except (OSError, ValueError) as e:
-        quarantine(path, str(e).splitlines()[0] if str(e) else type(e).__name__)
-        return None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        quarantine(path, f"no column {', '.join(missing)}")
-        return None
-    return df

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 
 from .errors import UserError
-from .sampling import SamplingParams
 
 
 class VLLMSampler:
@@ -35,27 +34,19 @@ class VLLMSampler:
         self.llm = LLM(model=path, tokenizer=path, enable_prefix_caching=True, dtype="bfloat16",
                        gpu_memory_utilization=gpu_memory_utilization, seed=seed)
 
-    def continue_prefixes(self, prefixes, m, params: SamplingParams, generator=None, logprobs=None, budgets=None):
+    def continue_prefixes(self, prefixes, m, params, generator=None, budgets=None):
+        """``params``: a ``sampling.SamplingParams`` (temperature, top_p, max_new_tokens)."""
         from vllm import SamplingParams as VSP
         from vllm.inputs import TokensPrompt
 
         budgets = budgets or [params.max_new_tokens] * len(prefixes)
         seeds = request_seeds(len(prefixes), m, generator) if self.seeded else [None] * len(prefixes)
         sps = [VSP(n=m, temperature=params.temperature, top_p=params.top_p, top_k=-1, max_tokens=b,
-                   seed=seeds[i], logprobs=0 if logprobs is not None else None,
+                   seed=seeds[i],
                    stop_token_ids=[self.policy.eos_id], skip_special_tokens=False)
                for i, b in enumerate(budgets)]
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prefixes], sps, use_tqdm=False)
-        result = []
-        for o in outs:
-            group = []
-            for c in o.outputs:
-                toks = list(c.token_ids)
-                group.append(toks)
-                if logprobs is not None:
-                    logprobs.append([c.logprobs[j][t].logprob for j, t in enumerate(toks)])
-            result.append(group)
-        return result
+        return [[list(c.token_ids) for c in o.outputs] for o in outs]
 
     def rollouts(self, prompts, n, params, generator=None):
         return self.continue_prefixes(prompts, n, params, generator)

@@ -16,7 +16,7 @@ import time
 import pandas as pd
 
 from ..atomic import atomic_write_parquet
-from ..store import read_or_quarantine
+from ..atomic import read_or_quarantine
 
 
 def value_key(model_hash: str, prefix: list[int], token: int, M: int, temperature: float, top_p: float,
