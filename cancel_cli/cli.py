@@ -65,10 +65,9 @@ def store(write: bool = True):
 
     st = Store(STATE.results)
     if write:
-        import click
+        from .validate import command
 
-        ctx = click.get_current_context(silent=True)
-        st.check_writable(ctx.info_name if ctx else None)  # also the command's folder
+        st.check_writable(command())  # also the command's folder
     return st
 
 
