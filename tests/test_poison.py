@@ -15,25 +15,28 @@ from cancel_cli.store import Store
 
 runner = CliRunner()
 COLS = ["rollout", "position", "p", "avg_a", "avg_s", "value", "se"]
+CFG = value.ValueConfig(M=4, chunk=4, seed=3)  # the toy_batch's sampling settings (T 1, top-p 1, 96 tokens)
 
 
-def _cfg():
-    return value.ValueConfig(prompts=8, n=8, M=4, per_cell=2, chunk=4, max_new_tokens=48, seed=5)
+def _tokens(batch) -> pd.DataFrame:
+    """8 tokens near the ends of 8 rollouts (short continuations keep the test cheap): two chunks of 4."""
+    lengths = batch.response_mask.sum(1).tolist()
+    rows = [r for r in range(len(batch)) if lengths[r] >= 4][:8]
+    return pd.DataFrame({"rollout": rows, "position": [int(lengths[r]) - 3 for r in rows], "p": 0.5})
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    """One clean mc-value run: its store and its final table."""
+def clean(toy, toy_batch, tmp_path_factory):
+    """Values of the 8 tokens in a clean store: the store and the table."""
     store = Store(tmp_path_factory.mktemp("clean") / "results")
-    run, _ = value.run(_cfg(), store)
-    return store, run.read_table("values_final")
+    return store, value.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store)
 
 
 def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(a[COLS].reset_index(drop=True), b[COLS].reset_index(drop=True))
 
 
-def test_garbage_value_cache_entry_is_quarantined_and_recomputed(clean, tmp_path, capsys):
+def test_garbage_value_cache_entry_is_quarantined_and_recomputed(clean, toy, toy_batch, tmp_path, capsys):
     src, table = clean
     store = Store(tmp_path / "results")
     shutil.copytree(src.root / "_cache", store.root / "_cache")
@@ -41,16 +44,15 @@ def test_garbage_value_cache_entry_is_quarantined_and_recomputed(clean, tmp_path
     assert len(parts) == 2  # one per chunk of 4 tokens
     parts[0].write_bytes(b"garbage, not parquet")
     capsys.readouterr()
-    run, summary = value.run(_cfg(), store)
+    vals = value.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store)
     err = capsys.readouterr().err
-    assert parts[0].name in err and "unreadable" in err
+    assert parts[0].name in err and "unreadable" in err and len(err.strip().splitlines()) == 1
     assert not parts[0].exists() and list(parts[0].parent.glob(parts[0].name + ".corrupt-*"))
-    vals = run.read_table("values_final")
     _same(vals, table)
     assert vals.cached.sum() == 4  # the quarantined chunk was recomputed, the other one came from the cache
 
 
-def test_truncated_part_is_quarantined_and_recomputed_on_resume(clean, tmp_path, monkeypatch, capsys):
+def test_truncated_part_is_quarantined_and_recomputed_on_resume(clean, toy, toy_batch, tmp_path, monkeypatch, capsys):
     _, table = clean
     store = Store(tmp_path / "results")
     real, calls = value._value_chunk, []
@@ -63,17 +65,19 @@ def test_truncated_part_is_quarantined_and_recomputed_on_resume(clean, tmp_path,
 
     monkeypatch.setattr(value, "_value_chunk", dies_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
-        value.run(_cfg(), store)
+        with store.running("mc-value", {}) as run:
+            value.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store, run)
     monkeypatch.undo()
-    run = store.runs("mc-value")[0]
     part = run.parts("values")[0]
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # truncated
     shutil.rmtree(store.root / "_cache")  # the chunk must really be recomputed
     capsys.readouterr()
-    run, _ = value.run(_cfg(), store, resume=run.id)
+    with store.running("mc-value", {}, resume=run.id) as run:
+        vals = value.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store, run)
+        run.finish({})
     assert part.name in capsys.readouterr().err
-    assert run.status == "done" and len(run.parts("values")) == 2
-    _same(run.read_table("values_final"), table)
+    assert len(run.parts("values")) == 2 and not vals.cached.any()
+    _same(vals, table)
 
 
 def test_done_run_with_unreadable_table_is_damaged_and_skipped_by_plots(tmp_path):
