@@ -99,10 +99,9 @@ def store(write: bool = True):
 
     st = Store(STATE.results)
     if write:
-        from .validate import _context
+        from .validate import command
 
-        ctx = _context()
-        st.check_writable(ctx.info_name if ctx else None)  # also the command's folder
+        st.check_writable(command())  # also the command's folder
     return st
 
 
