@@ -234,7 +234,7 @@ def test_step_once_forms_the_plans_minibatches_and_writes_a_readable_run(tq, tmp
     assert 0 <= row.flip_rate <= 1 and row.pos_tokens > 0 and row.neg_tokens > 0
     assert np.isfinite(row["actor/entropy"])
     summary = summarize(run)  # what the launcher calls after verl exits 0
-    assert summary["groups_split_frac"] == pytest.approx(split) and summary["reward_last"] == pytest.approx(row.reward)
+    assert summary.groups_split_frac == pytest.approx(split) and summary.reward_last == pytest.approx(row.reward)
     _clear(tq)
 
 
@@ -259,7 +259,7 @@ def test_rb_sampler_via_verls_loader_waits_for_groups_in_flight(tq, tmp_path):
     assert metrics["training/rb/positive_share"] >= 0.25
     row = run.read_table("metrics").iloc[-1]
     assert row.rb_positive_share == metrics["training/rb/positive_share"] and 0 < row.rb_utilization <= 1
-    assert summarize(run)["rb_utilization"] == row.rb_utilization
+    assert summarize(run).rb_utilization == row.rb_utilization
     _clear(tq)
 
 

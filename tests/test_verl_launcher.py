@@ -212,5 +212,5 @@ def test_launch_runs_verl_in_the_run_folder_and_resumes_there(tmp_path, monkeypa
     (failed,) = store.runs("train")
     assert failed.status == "failed" and (failed.path / "data" / "train.parquet").exists()
     run, summary = launcher.launch(cfg, store, gpus_per_node=1, resume=failed.id)
-    assert run.id == failed.id and run.status == "done" and summary["reward_last"] == 0.5
+    assert run.id == failed.id and run.status == "done" and summary.reward_last == 0.5
     assert f"trainer.default_local_dir={run.path.resolve() / 'checkpoints'}" in calls[-1]
