@@ -1,9 +1,10 @@
 """Store-wide cache of Monte-Carlo token values.
 
-Key: (model weights hash, prefix token ids, token, M, sampling params, seed) -> sha1.  Entries live in
+Key: (model weights hash, prefix token ids, token, M, sampling params, seed, estimator) -> sha1.  The
+estimator is part of the key, so a direct run is never served an eq20 value (nor the reverse).  Entries live in
 ``<results>/_cache/mc_value/part-*.parquet`` (atomic part files, so a killed job loses at most the part
 being written and never leaves a partial one).  Every command that needs token values goes through
-``ValueCache.get_or_compute``.
+this cache (``analysis.value_estimate.token_values``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from ..store import atomic_write_parquet
 
 
 def value_key(model_hash: str, prefix: list[int], token: int, M: int, temperature: float, top_p: float,
-              max_new_tokens: int, seed: int) -> str:
+              max_new_tokens: int, seed: int, estimator: str) -> str:
     blob = json.dumps([model_hash, list(map(int, prefix)), int(token), int(M), float(temperature), float(top_p),
-                       int(max_new_tokens), int(seed)])
+                       int(max_new_tokens), int(seed), str(estimator)])
     return hashlib.sha1(blob.encode()).hexdigest()
 
 
