@@ -8,7 +8,8 @@ import time
 
 import torch
 
-from cancel_cli.analysis.common import ProblemSource, RolloutConfig, flat_tokens, sample_batch
+from cancel_cli.analysis.common import flat_tokens
+from cancel_cli.rollout import ProblemSource, RolloutConfig, sample_batch
 from cancel_cli.analysis.masking import head_closed_form
 from cancel_cli.config import load_policy
 from cancel_cli.grpo.update import OptimConfig, grpo_update

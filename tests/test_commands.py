@@ -50,7 +50,7 @@ def test_positive_only_with_all_rewards_zero_leaves_the_model_unchanged(toy, toy
 
 
 def test_flip_classes_on_a_hand_built_two_rollout_case():
-    from cancel_cli.analysis.flip import classify, flip_rate, flip_summary
+    from cancel_cli.grpo.probe import classify, flip_rate, flip_summary
 
     delta = [2e-6, -3e-6, 5e-7, 0.1, -0.2, 1e-6]  # rollout A (A>0): 3 tokens; rollout B (A<0): 3 tokens
     adv = [1.0, 1.0, 1.0, -1.0, -1.0, -1.0]
@@ -63,7 +63,9 @@ def test_flip_classes_on_a_hand_built_two_rollout_case():
     assert flip_rate(delta, adv) == pytest.approx(2 / 4)  # moved tokens: -3e-6 (A>0) and 0.1 (A<0) flip
 
 
-def test_positive_only_command_and_fig4(store_dir, tmp_path):
+def test_positive_only_command_and_fig4(tmp_path):
+    store_dir = tmp_path / "results"  # its own store: fig1 needs a flip run, made here (no other test's run)
+    cli(store_dir, "flip", "--steps", "1", "--prompts", "4", "--minibatch-prompts", "2")
     out = cli(store_dir, "positive-only", "--prompts", "8", "--steps", "2")
     s = out["summary"]
     assert 0 <= s["flip_rate_grpo"] <= 1 and 0 <= s["format_mass_grpo"] <= 1
@@ -142,9 +144,9 @@ def test_train_resume_continues_without_duplicates(tmp_path, monkeypatch):
 def test_rb_with_no_mixed_groups_stops_with_a_clear_message(tmp_path, monkeypatch):
     import torch
 
-    from cancel_cli.analysis import common
+    from cancel_cli import rollout
 
-    real = common.sample_batch
+    real = rollout.sample_batch
 
     def always_right(*a, **kw):
         b = real(*a, **kw)

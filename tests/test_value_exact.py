@@ -13,7 +13,7 @@ from cancel_cli.continuation import inverse_cdf, uniforms
 from cancel_cli.policy import Policy
 from cancel_cli.rollout import build_batch
 
-H = 6  # horizon: responses end at EOS or after H tokens
+H = 4  # horizon: responses end at EOS or after H tokens
 
 
 def tiny_policy(seed=0):
@@ -43,15 +43,21 @@ def odd_ones(texts, answers):
 
 def exact_deltas(policy, prompt, response):
     """Exact Delta(o_t | s_t) = Q(s, o_t) - E_{a != o_t} Q(s, a) and p(o_t) for every t, by enumeration."""
-    memo, probs_memo = {}, {}
+    memo, child_memo = {}, {}
+
+    def children(resp):  # next-token distributions after resp + [a] for every a, in one batched forward
+        key = tuple(resp)
+        if key not in child_memo:
+            ids = torch.tensor([prompt + list(resp) + [a] for a in range(len(policy.tokenizer))])
+            with torch.no_grad():
+                child_memo[key] = torch.softmax(policy.model(input_ids=ids).logits[:, -1].double(), -1).numpy()
+        return child_memo[key]
 
     def probs(resp):
-        key = tuple(resp)
-        if key not in probs_memo:
+        if not resp:
             with torch.no_grad():
-                logits = policy.model(input_ids=torch.tensor([prompt + list(resp)])).logits[0, -1]
-            probs_memo[key] = torch.softmax(logits.double(), -1).numpy()
-        return probs_memo[key]
+                return torch.softmax(policy.model(input_ids=torch.tensor([prompt])).logits[0, -1].double(), -1).numpy()
+        return children(resp[:-1])[resp[-1]]
 
     def V(resp):
         key = tuple(resp)
@@ -75,7 +81,7 @@ def exact_deltas(policy, prompt, response):
 def _setup():
     pol = tiny_policy(2)  # has states with p(o_t) in [0.99, 0.999]
     prompt = pol.encode("1")
-    responses = [[2, 2, 4, 4, 3, pol.eos_id], [3, 4, 4, 5, 2]]
+    responses = [[2, 2, 4, 4], [3, 4, 4, pol.eos_id]]
     batch = build_batch(pol, [prompt] * 2, responses, ["0", "0"], ["1", "1"])
     toks = pd.DataFrame({"rollout": [i for i, r in enumerate(responses) for _ in r],
                          "position": [t for r in responses for t in range(len(r))]})

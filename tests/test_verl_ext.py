@@ -68,7 +68,8 @@ def test_qb_layout_on_dataproto(dp):
     from verl import DataProto
     from verl.trainer.ppo.core_algos import compute_grpo_outcome_advantage
 
-    from cancel_cli.verl_ext.layout import global_minibatches, grouped_layout, workload
+    from cancel_cli.grpo.plans import workload
+    from cancel_cli.verl_ext.layout import global_minibatches, grouped_layout
 
     G, n, L, P = 32, 8, 64, 16
     rng = np.random.default_rng(dp)

@@ -24,7 +24,8 @@ import torch
 
 from ..config import check_positive
 from ..console import print_table
-from .common import RolloutConfig, batch_for, experiment_run, flat_tokens, setup
+from ..rollout import RolloutConfig, experiment_run, setup
+from .common import batch_for, flat_tokens
 from .kernel import kernel_blocks, proxy_kernel
 
 

@@ -8,12 +8,12 @@ per target x setting x benchmark), so ``--resume`` continues where a killed job 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
 
-from ..config import load_policy
+from ..config import load_policy, to_dict
 from ..console import print_table, progress
 from ..errors import UserError
 from ..evaluation import (PAPER_SETS, TABLE4_SAMPLING, TOY_BENCHMARKS, benchmark_k, benchmark_problems, metric_name,
@@ -36,7 +36,7 @@ class EvalConfig:
     engine: str = "auto"
     data_dir: str = ""
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
 
 
 def targets(cfg: EvalConfig, store) -> list[tuple[str, int, str]]:
@@ -63,7 +63,8 @@ def run(cfg: EvalConfig, store, resume: str | None = None):
     max_new = cfg.max_new_tokens or (96 if toy else 8192)
     template = default_template(base_model)
     problems = {b: benchmark_problems(b, cfg.limit or None, cfg.seed, cfg.data_dir or None) for b in names}
-    config = {**vars(cfg), "benchmarks": names, "max_new_tokens": max_new, "base_model": base_model}
+    cfg = replace(cfg, benchmarks=",".join(names), max_new_tokens=max_new)  # run.json holds the resolved config
+    config = to_dict(cfg)
     jobs = [(t, s, b) for t in tg for s in settings for b in names]
     with store.running("eval", config, resume=resume, model=base_model, seed=cfg.seed, device=cfg.device) as r:
         done = r.done_parts("scores")

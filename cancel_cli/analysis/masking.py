@@ -30,7 +30,8 @@ from ..config import check_positive
 from ..console import print_table, progress
 from ..errors import UserError
 from ..grpo.update import OptimConfig, grpo_update
-from .common import RolloutConfig, batch_for, experiment_run, flat_tokens, setup
+from ..rollout import RolloutConfig, experiment_run, setup
+from .common import batch_for, flat_tokens
 from .kernel import phi_block
 
 CONDITIONS = ("random", "same", "lowconf", "same_lowconf")

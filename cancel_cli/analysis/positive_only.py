@@ -21,8 +21,9 @@ from ..grpo.plans import make_plan
 from ..grpo.trainer import Trainer, TrainConfig
 from ..grpo.update import OptimConfig, grpo_update
 from .categories import CATEGORIES, classify_tokens
-from .common import ProblemSource, RolloutConfig, experiment_run, sample_batch, setup, to_dict
-from .flip import flip_rate, flip_summary, token_table
+from ..config import to_dict
+from ..rollout import ProblemSource, RolloutConfig, experiment_run, sample_batch, setup
+from ..grpo.probe import flip_rate, flip_summary, token_table
 
 
 @dataclass

@@ -31,8 +31,9 @@ from ..console import print_table
 from ..errors import UserError
 from ..grpo.update import OptimConfig, Updater, old_logprobs
 from ..summary import Summary
-from .common import RolloutConfig, batch_for, experiment_run, setup
-from .flip import classify
+from ..grpo.probe import classify
+from ..rollout import RolloutConfig, experiment_run, setup
+from .common import batch_for
 from .value_estimate import ESTIMATORS, SKIP_P, token_values
 
 CELLS = [("boosted", "pos"), ("suppressed", "pos"), ("boosted", "neg"), ("suppressed", "neg")]
@@ -193,13 +194,15 @@ def run(cfg: ValueConfig, store, resume: str | None = None):
         run.write_table("tokens", tok)
         run.write_table("values_final", vals)
         values, gaps = gap_stats(vals)
-        rep = [gap_stats(vals, f"class_after_{k}")[1]["all"] for k in range(1, cfg.repeat + 1)]
-        if cfg.repeat > 1:
-            run.write_table("repeat", pd.DataFrame([{"updates": k, **g} for k, g in enumerate(rep, 1)]))
+        rep = [gap_stats(vals, f"class_after_{k}")[1] for k in range(1, cfg.repeat + 1)]
+        if cfg.repeat > 1:  # Fig. 11 table: gap, se, ci per origin after k updates
+            run.write_table("repeat", pd.DataFrame([{"updates": k, **{f"gap_{o}" + ("" if c == "gap" else f"_{c}"): v
+                                                                    for o, g in gs.items() for c, v in g.items()}}
+                                                   for k, gs in enumerate(rep, 1)]))
         summary = ValueSummary(estimator=cfg.estimator, M=cfg.M, per_cell=counts["per_cell"], tokens=counts["tokens"],
                                skipped_confident=counts["skipped_confident"], mean_se=float(vals.se.mean()),
                                cache_hit_rate=float(vals.attrs.get("cache_hit_rate", 0.0)), value=values, gap=gaps,
-                               repeat_gaps=[g["gap"] for g in rep], seconds=time.perf_counter() - t0)
+                               repeat_gaps=[g["all"]["gap"] for g in rep], seconds=time.perf_counter() - t0)
         print_table(f"token value by class and origin ({cfg.estimator} estimator, M={cfg.M})", [
             {"origin": o, "boosted": values[f"boosted_{o}"]["mean"], "suppressed": values[f"suppressed_{o}"]["mean"],
              "gap": gaps[o]["gap"], "se": gaps[o]["se"], "95% CI": f"[{gaps[o]['ci_low']:.3f}, {gaps[o]['ci_high']:.3f}]"}

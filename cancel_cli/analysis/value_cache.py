@@ -4,7 +4,7 @@ Key: (model weights hash, prefix token ids, token, M, sampling params, seed, est
 estimator is part of the key, so a direct run is never served an eq20 value (nor the reverse).  Entries live in
 ``<results>/_cache/mc_value/part-*.parquet`` (atomic part files, so a killed job loses at most the part
 being written and never leaves a partial one).  Every command that needs token values goes through
-this cache (``analysis.value_estimate.token_values``).
+``ValueCache`` (``get`` a key, ``put`` computed rows; ``analysis.value_estimate.token_values``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import time
 
 import pandas as pd
 
-from ..store import atomic_write_parquet
+from ..atomic import atomic_write_parquet
+from ..store import read_or_quarantine
+
+COLUMNS = ("key", "q_a", "k_a", "m_a", "q_b", "k_b", "m_b", "p_sampling", "estimator")
 
 
 def value_key(model_hash: str, prefix: list[int], token: int, M: int, temperature: float, top_p: float,
@@ -33,7 +36,8 @@ class ValueCache:
         self.hits = self.misses = 0
         if self.dir.exists():
             for p in sorted(self.dir.glob("part-*.parquet")):
-                for row in pd.read_parquet(p).to_dict("records"):
+                df = read_or_quarantine(p, columns=COLUMNS)  # unreadable or older layout: moved aside, recomputed
+                for row in ([] if df is None else df.to_dict("records")):
                     self.entries[row["key"]] = row
 
     def get(self, key: str) -> dict | None:

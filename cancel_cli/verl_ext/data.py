@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..store import atomic_write_parquet
+from ..atomic import atomic_write_parquet
 from ..tasks.data import BENCHMARKS, load_benchmark, load_dapo
 from ..tasks.prompts import INSTRUCTION
 
@@ -28,11 +28,12 @@ def prepare(out: Path, data_dir=None, template: str = "qwen-boxed") -> list[Path
     out = Path(out)
     paths = []
     train = to_verl_rows(load_dapo(data_dir), "train", template)
+    # every input is read (and a malformed one refused) before anything is written
+    bench = {name: to_verl_rows(load_benchmark(name, data_dir), "test", template) for name in BENCHMARKS}
     atomic_write_parquet(out / "dapo17k.parquet", train)
     paths.append(out / "dapo17k.parquet")
     vals = []
-    for name in BENCHMARKS:
-        df = to_verl_rows(load_benchmark(name, data_dir), "test", template)
+    for name, df in bench.items():
         atomic_write_parquet(out / f"{name}.parquet", df)
         paths.append(out / f"{name}.parquet")
         vals.append(df)

@@ -75,20 +75,23 @@ def _val(v) -> str:
     return str(v)
 
 
-def launch(cfg, store, *, dry_run: bool = False, nnodes: int = 1, gpus_per_node: int = 8, ray_address: str | None = None):
+def launch(cfg, store, *, dry_run: bool = False, nnodes: int = 1, gpus_per_node: int = 8, ray_address: str | None = None,
+           data_dir: str = "data/verl", extra: tuple = ()):
+    """Run verl for ``cfg`` into a new store run; ``extra``: further hydra overrides (e.g. a smoke test's)."""
     cfg.validate()
+    kw = dict(nnodes=nnodes, gpus_per_node=gpus_per_node, ray_address=ray_address, data_dir=data_dir)
     if dry_run:
-        print(shlex.join(build_command(cfg, nnodes=nnodes, gpus_per_node=gpus_per_node, ray_address=ray_address)))
+        print(shlex.join(build_command(cfg, **kw) + list(extra)))
         return None, {}
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
         raise UserError("--engine verl needs vLLM and GPUs (pip install 'cancel[gpu]'); use --engine torch on CPU")
-    from ..analysis.common import to_dict
+    from ..config import to_dict
 
-    with store.running("train", {**to_dict(cfg), "engine": "verl"}, model=cfg.model, seed=cfg.seed, device="cuda") as run:
-        cmd = build_command(cfg, results_dir=str(store.root.resolve()), run_id=run.id, nnodes=nnodes,
-                            gpus_per_node=gpus_per_node, ray_address=ray_address)
+    with store.running("train", to_dict(cfg), model=cfg.model, seed=cfg.seed, device="cuda") as run:
+        run.update(engine="verl")  # the training engine (the config's own `engine` is the sampling engine)
+        cmd = build_command(cfg, results_dir=str(store.root.resolve()), run_id=run.id, **kw) + list(extra)
         (run.path / "command.txt").write_text(shlex.join(cmd) + "\n")
         proc = subprocess.run(cmd, env={**os.environ, "VERL_USE_EXTERNAL_PLUGINS": "auto"})
         if proc.returncode != 0:

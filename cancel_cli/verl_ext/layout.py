@@ -12,21 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
-from ..grpo.plans import query_preserved_plan, random_plan
-
-
-def workload(seq_len) -> np.ndarray:
-    s = np.asarray(seq_len, dtype=np.int64)
-    return 24576 * s + s**2  # verl.utils.seqlen_balancing.calculate_workload
+from ..grpo.plans import query_preserved_plan, random_plan, verl_partitions, workload
 
 
 def _balanced_ranks(items: list[int], work: np.ndarray, dp: int) -> list[list[int]]:
     if dp == 1:
         return [sorted(items)]
-    from verl.utils.seqlen_balancing import get_seqlen_balanced_partitions
-
-    parts = get_seqlen_balanced_partitions(work[items].tolist(), k_partitions=dp, equal_size=True)
-    return [[items[j] for j in p] for p in parts]
+    return [[items[j] for j in p] for p in verl_partitions(work[items].tolist(), dp)]
 
 
 def grouped_layout(uids, seq_lens, mini_batch_size: int, dp: int, plan: str = "query-preserved",

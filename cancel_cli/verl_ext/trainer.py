@@ -24,7 +24,8 @@ from verl.trainer.ppo.v1.trainer_base import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import response_from_nested
 
-from ..analysis.flip import flip_summary
+from ..grpo.probe import flip_summary
+from ..grpo.plans import groups_split_fraction
 from .layout import global_minibatches, grouped_layout
 
 TRAINER_NAME = "cancel_sync"
@@ -68,9 +69,8 @@ class CancelSyncTrainer(PPOTrainerSync):
             sign = (r - r.groupby(uids).transform("mean")).to_numpy()
         order = grouped_layout(uids, seq, mb, dp, self.mini_batching, sign, pad, seed=self.global_steps)
         batch.reorder(order)
-        mbs = global_minibatches(order, mb, dp)
-        spans = pd.Series({u: len({k for k, m in enumerate(mbs) if i in m}) for i, u in enumerate(uids) if not pad[i]})
-        metrics[f"cancel/{logging_prefix}/groups_split_frac"] = float((spans.groupby(level=0).max() > 1).mean())
+        real = [[i for i in m if not pad[i]] for m in global_minibatches(order, mb, dp)]
+        metrics[f"cancel/{logging_prefix}/groups_split_frac"] = groups_split_fraction(real, uids)[0]
         return batch
 
     def _validate(self):

@@ -1,4 +1,4 @@
-"""Token flipping (Fig. 1a-c, Fig. 9): Alg. 1 at every step of a short GRPO run.
+"""The per-token flip probe of Alg. 1 (Fig. 1a-c, Fig. 9), recorded by the trainer at every step.
 
 Per token: delta = log pi_theta'(o_t | s_t) - log pi_theta(o_t | s_t) (Eq. 16), both from training-path
 forwards on the same batch; boosted if delta > eps, suppressed if delta < -eps, stable otherwise, with
