@@ -178,7 +178,8 @@ def run(cfg: BudgetConfig, store, resume: str | None = None):
         if cfg.estimator == "eq20":
             tok = tok[tok.p <= SKIP_P]
         rng = np.random.default_rng(cfg.seed)
-        cand = tok.iloc[np.sort(rng.choice(len(tok), min(cfg.candidates, len(tok)), replace=False))].reset_index(drop=True)
+        # the first k of one permutation: a larger --candidates extends a smaller one (shared cache entries)
+        cand = tok.iloc[np.sort(rng.permutation(len(tok))[: cfg.candidates])].reset_index(drop=True)
         vals = token_values(policy, pool, cand, cfg, store, run, table="values", desc="candidate values")
         hit_rate = float(vals.attrs.get("cache_hit_rate", 0.0))
         vals = vals.reset_index(drop=True)
