@@ -20,12 +20,12 @@ def test_slice_continuations_are_fresh_samples(toy):
     """Two tokens after a prefix taken from the middle of an encoded rollout: the first sampled token follows
     the model's softmax (chi-square), and the second-step frequencies match samples that re-encode the
     prefix from scratch (contingency chi-square)."""
-    rollout = toy.encode("Add 47+385.\nColumns: 7+5+0=12; 4+8+1=13; 0+3+1=4 -> \\boxed{432}")
-    n = 20  # state s = rollout[:20] (a slice of the one encode), first token rollout[20]
+    rollout = toy.encode("Add 58+67.\nColumns: 8+7+0=15; 5+6+1=12 -> \\boxed{125}")
+    n = len(toy.encode("Add 58+67."))  # state s = rollout[:n] (a slice of the one encode), first token "\n"
     first = rollout[n]
     eng = ContinuationEngine(toy, width=512)
     eng.encode(0, rollout)
-    N = 6000
+    N = 2000
     got = {}
     eng.run([Job(0, n, first, 2, stream_key("slice", j)) for j in range(N)], SamplingParams(1.0, 1.0, 96),
             lambda j, t: got.__setitem__(j, t))
