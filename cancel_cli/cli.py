@@ -384,17 +384,20 @@ def mask_effect(
 @handled
 @options(ROLLOUT, PRESET, RESUME)
 def mc_value(
-    M: Optional[int] = typer.Option(None, "--M", help="Continuations from s+a and from s (paper: 256)."),
+    M: Optional[int] = typer.Option(None, "--M", help="Continuations per branch (paper: 256; >= 2 for a standard error)."),
     per_cell: Optional[int] = typer.Option(None, "--per-cell", help="Tokens per (boosted|suppressed) x (pos|neg) cell."),
+    estimator: Optional[str] = typer.Option(None, "--estimator", help="direct (default: s+o_t vs s+a, a != o_t) | eq20 (Eq. 20)."),
+    decode_width: Optional[int] = typer.Option(None, "--decode-width", help="Rows of the continuous decode batch."),
     repeat: Optional[int] = typer.Option(None, "--repeat", help="Fig. 11: gap after 1..K repeated updates on the batch."),
     lr: Optional[float] = typer.Option(None, "--lr"), optimizer: Optional[str] = typer.Option(None, "--optimizer"),
     from_batch: Optional[str] = typer.Option(None, "--from-batch"),
 ):
-    """Monte-Carlo counterfactual token value (Eq. 20, Fig. 5a, Fig. 11)."""
+    """Monte-Carlo counterfactual token value (Sec. 3.2, Fig. 5a, Fig. 11)."""
     check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import value
 
     cfg, resume = config_for(value.ValueConfig)
+    cfg.validate()  # --estimator, --M >= 2 (a standard error needs two draws): before any run folder
     run, summary = value.run(cfg, store(), resume=resume)
     finish(run, summary)
 
@@ -417,18 +420,22 @@ def entropy_gap(
 
 @app.command("budget-sweep")
 @handled
-@options(ROLLOUT, PRESET, RESUME, skip=("prompts", "n"))
+@options(ROLLOUT, PRESET, RESUME)
 def budget_sweep(
     axis: Optional[str] = typer.Option(None, "--axis", help="batch-size | rollout-n | reward-mix."),
     M: Optional[int] = typer.Option(None, "--M"), lr: Optional[float] = typer.Option(None, "--lr"),
     candidates: Optional[int] = typer.Option(None, "--candidates", help="Fixed candidate tokens whose values are cached."),
-    values: Optional[str] = typer.Option(None, "--values", help="Comma-separated axis values (default: paper's)."),
+    values: Optional[str] = typer.Option(None, "--values", help="Comma-separated axis values (default: batch-size "
+                                                                 "16..--prompts, rollout-n 1..--n, reward-mix 0..--n)."),
+    estimator: Optional[str] = typer.Option(None, "--estimator", help="direct | eq20 (token values)."),
+    decode_width: Optional[int] = typer.Option(None, "--decode-width", help="Rows of the continuous decode batch."),
 ):
     """Value gap vs sampling budget: batch size, rollout-n, reward mix (Fig. 6, Fig. 7b)."""
     check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import budget
 
     cfg, resume = config_for(budget.BudgetConfig)
+    cfg.validate()
     run, summary = budget.run(cfg, store(), resume=resume)
     finish(run, summary)
 
