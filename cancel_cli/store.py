@@ -13,7 +13,6 @@ import os
 import platform
 import secrets
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,39 +20,11 @@ from pathlib import Path
 import pandas as pd
 
 from . import __version__, runguard
+from .atomic import atomic_write_json, atomic_write_parquet
+from .config import config_hash
 from .errors import UserError
 
-STATUSES = ("running", "done", "failed")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())
-
-
-def atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+HASH_KEY = "cancel.config_hash"  # parquet schema key on every resumable part
 
 
 def package_versions() -> dict:
@@ -78,14 +49,27 @@ class Run:
 
     @property
     def meta(self) -> dict:
+        """run.json; an unreadable one is an error (never replaced: a later write would destroy the config)."""
         try:
-            return json.loads((self.path / "run.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            return {"status": "failed", "command": self.path.parent.name, "error": "unreadable run.json"}
+            meta = json.loads((self.path / "run.json").read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+            return meta
+        except (OSError, ValueError) as e:
+            raise UserError(f"run {self.id}: run.json is unreadable ({type(e).__name__}); the run cannot be used "
+                            f"or resumed (remove it with `cancel results rm {self.id}`)") from None
+
+    @property
+    def listing(self) -> dict:
+        """run.json for listings only (never written back): an unreadable one shows as ``damaged``."""
+        try:
+            return self.meta
+        except UserError:
+            return {"id": self.id, "command": self.path.parent.name, "status": "damaged"}
 
     @property
     def status(self) -> str:
-        return self.meta.get("status", "failed")
+        return self.listing.get("status", "failed")
 
     @property
     def config(self) -> dict:
@@ -139,7 +123,7 @@ class Run:
         try:
             if p.exists():
                 return pd.read_parquet(p)
-            parts = self.parts(name)
+            parts = self.check_parts(name)
             if parts:
                 return pd.concat([pd.read_parquet(x) for x in parts], ignore_index=True)
         except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
@@ -147,9 +131,28 @@ class Run:
         raise UserError(f"run {self.id} has no table {name!r}")
 
     def write_part(self, name: str, index: int, df: pd.DataFrame) -> None:
-        """One chunk of a resumable table; a chunk file exists only when fully written."""
+        """One chunk of a resumable table; a chunk file exists only when fully written.  It carries the
+        run's config hash, so a table can never mix rows of two configs."""
         self._check_exists()
-        atomic_write_parquet(self.path / f"{name}.parts" / f"part-{index:06d}.parquet", df)
+        atomic_write_parquet(self.path / f"{name}.parts" / f"part-{index:06d}.parquet", df,
+                             metadata={HASH_KEY: self.config_hash})
+
+    @property
+    def config_hash(self) -> str:
+        meta = self.meta
+        return meta.get("config_hash") or config_hash(meta.get("config") or {})
+
+    def check_parts(self, name: str) -> list[Path]:
+        """The parts of a table, each checked to carry this run's config hash."""
+        import pyarrow.parquet as pq
+
+        want, parts = self.config_hash, self.parts(name)
+        for p in parts:
+            got = (pq.read_schema(p).metadata or {}).get(HASH_KEY.encode(), b"").decode()
+            if got and got != want:  # (parts written before hashes existed carry none)
+                raise UserError(f"run {self.id}: {name}.parts/{p.name} was written under config {got}, the run's "
+                                f"config is {want}; refusing to mix two configs in one table")
+        return parts
 
     def parts(self, name: str) -> list[Path]:
         d = self.path / f"{name}.parts"
@@ -161,12 +164,6 @@ class Run:
     def done_parts(self, name: str) -> set[int]:
         """Indices of the finished chunks; an unreadable chunk is quarantined (so it is recomputed)."""
         return {int(p.stem.split("-")[1]) for p in self.parts(name) if read_or_quarantine(p, footer_only=True) is not None}
-
-    def write_json(self, name: str, obj) -> None:
-        atomic_write_json(self.path / f"{name}.json", obj)
-
-    def read_json(self, name: str):
-        return json.loads((self.path / f"{name}.json").read_text())
 
     def finish(self, summary=None) -> None:
         """Mark done; ``summary`` is a ``summary.Summary`` dataclass (stored with its schema) or a plain dict."""
@@ -219,7 +216,8 @@ class Store:
         run.path.mkdir(parents=True)
         run._lock = runguard.RunLock(run.path).acquire()  # held before run.json exists: never seen as stale
         atomic_write_json(run.path / "run.json", {
-            "id": run_id, "command": command, "status": "running", "config": config, "model": model,
+            "id": run_id, "command": command, "status": "running", "config": config,
+            "config_hash": config_hash(config), "model": model,
             "model_hash": model_hash, "seed": seed, "version": __version__, "packages": package_versions(),
             "device": device, "host": platform.node(), "start": time.strftime("%Y-%m-%dT%H:%M:%S"), "end": None,
         })
@@ -229,25 +227,38 @@ class Store:
     def running(self, command: str, config: dict, resume: str | None = None, **meta):
         """A run that is marked failed if the body raises; ``resume`` reopens an unfinished run."""
         if resume:
-            run = self.get(resume)
-            if run.meta.get("command") != command:
-                raise UserError(f"run {resume} is a {run.meta.get('command')} run, not {command}")
-            if run.status == "done":
-                raise UserError(f"run {resume} is already done; nothing to resume")
+            run = self.resumable(resume, command)
+            if config_hash(config) != run.config_hash:
+                raise UserError(f"run {resume} was started with another config (hash {run.config_hash}, now "
+                                f"{config_hash(config)}); resume it without changing its settings")
             run._lock = runguard.RunLock(run.path).acquire()  # refuses a run another process is running
             runguard.clean_tmp(run.path)
-            run.update(status="running", resumed=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            run.update(status="running", resumed=time.strftime("%Y-%m-%dT%H:%M:%S"), config=config)
         else:
             run = self.new_run(command, config, **meta)
         with runguard.guarded(run, self.root, run._lock):
             yield run
+
+    def resumable(self, run_id: str, command: str | None) -> Run:
+        """The unfinished run ``run_id`` of ``command`` that no live process holds (checked before any work
+        by ``validate`` and again when the run is reopened)."""
+        run = self.get(run_id)
+        if command and run.meta.get("command") != command:
+            raise UserError(f"run {run_id} is a {run.meta.get('command')} run, not {command}")
+        if run.status == "done":
+            raise UserError(f"run {run_id} is already done; nothing to resume")
+        if runguard.is_locked(run.path):
+            pid = runguard.owner_pid(run.path)
+            raise UserError(f"run {run_id} is in use by a running process{f' (pid {pid})' if pid else ''}; "
+                            f"wait for it or stop it first")
+        return run
 
     def runs(self, command: str | None = None) -> list[Run]:
         if not self.root.exists():
             return []
         dirs = [self.root / command] if command else [d for d in self.root.iterdir() if d.is_dir()]
         out = [Run(p) for d in dirs if d.is_dir() for p in d.iterdir() if (p / "run.json").exists()]
-        return sorted(out, key=lambda r: (r.meta.get("start") or "", r.id))
+        return sorted(out, key=lambda r: (r.listing.get("start") or "", r.id))
 
     def get(self, run_id: str) -> Run:
         for r in self.runs():
@@ -264,10 +275,12 @@ class Store:
             raise UserError(f"run {run_id} is damaged (unreadable table {', '.join(bad)}); it cannot be used")
         return run
 
-    def latest(self, command: str, **config_match) -> Run | None:
-        """The most recent done, undamaged run of ``command`` whose config matches the given items."""
+    def latest(self, command: str, where=None, **config_match) -> Run | None:
+        """The most recent done, undamaged run of ``command`` whose config matches the given items and, if
+        given, for which ``where(run)`` is true."""
         for r in reversed(self.runs(command)):
-            if r.status == "done" and all(r.config.get(k) == v for k, v in config_match.items()):
+            if (r.status == "done" and all(r.config.get(k) == v for k, v in config_match.items())
+                    and (where is None or where(r))):
                 bad = r.damaged()
                 if bad:
                     _warn(f"skipping damaged run {r.id} (unreadable table {', '.join(bad)})")

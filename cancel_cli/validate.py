@@ -19,29 +19,28 @@ ENGINES = {"eval": ("torch", "vllm", "auto"), "train": ("torch", "verl")}
 DEVICE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 
 
-def context():
-    """The running command's click context, or None (typer >= 0.2x vendors its own click)."""
+def _context():
+    """The running command's Click context (typer vendors its own click; fall back to click's)."""
     try:
         from typer._click.globals import get_current_context
-    except ImportError:
+    except ImportError:  # older typer: plain click
         from click import get_current_context
     return get_current_context(silent=True)
 
 
-def command() -> str:
-    """The running subcommand's name (``mc-value``), or "" outside the CLI."""
-    ctx = context()
-    return ctx.info_name if ctx is not None else ""
-
-
 def _flag(name: str) -> str:
-    """The option as the user typed it (``--top-p``), from the running command when there is one."""
-    ctx = context()
+    """The option as the user typed it (``--top-p``), from the running click command when there is one."""
+    ctx = _context()
     if ctx is not None:
         for p in ctx.command.params:
             if p.name == name and getattr(p, "opts", None):
                 return max(p.opts, key=len)
     return "--" + name.replace("_", "-")
+
+
+def _command() -> str:
+    ctx = _context()
+    return ctx.info_name if ctx is not None else ""
 
 
 def _number(name: str, v, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
@@ -81,8 +80,9 @@ def device(v) -> None:
             raise UserError(f"--device {v}: only {torch.cuda.device_count()} CUDA device(s) visible")
 
 
-def engine(v, cmd: str | None = None) -> None:
-    allowed = ENGINES.get(cmd or command(), ("torch", "vllm", "auto"))
+def engine(v, command: str | None = None) -> None:
+    command = command or _command()
+    allowed = ENGINES.get(command, ("torch", "vllm", "auto"))
     if v not in allowed:
         raise UserError(f"unknown --engine {v!r} ({' | '.join(allowed)})")
     if v == "vllm":
@@ -98,6 +98,8 @@ def model(v) -> None:
 
     from .config import MODELS, resolve_model
 
+    if v is None:
+        return
     for name in v if isinstance(v, (list, tuple)) else [v]:
         target = MODELS.get(name, name)
         if Path(target).expanduser().exists() or target.startswith((".", "/", "~")):
@@ -116,25 +118,14 @@ def data(v) -> None:
 
 def resume(v) -> None:
     """``--resume ID``: the run exists, is this command's, is not done and no live process holds it."""
-    if not v:
-        return
-    from . import runguard
-    from .store import Store
+    if v:
+        from . import cli
+        from .store import Store
 
-    ctx = context()
-    root = ctx.find_root().params.get("results") if ctx is not None else None
-    run = Store(root).get(v)
-    cmd = command()
-    if cmd and run.meta.get("command") not in (None, cmd):
-        raise UserError(f"run {v} is a {run.meta.get('command')} run, not {cmd}")
-    if run.status == "done":
-        raise UserError(f"run {v} is already done; nothing to resume")
-    if runguard.is_locked(run.path):
-        pid = runguard.owner_pid(run.path)
-        raise UserError(f"run {v} is in use by a running process{f' (pid {pid})' if pid else ''}; wait for it or stop it first")
+        Store(cli.STATE.results).resumable(v, _command())
 
 
-POSITIVE = ("prompts", "n", "max_new_tokens", "m", "per_cell", "repeat", "candidates", "mask_size", "pairs",
+POSITIVE = ("prompts", "n", "max_new_tokens", "m", "M", "bootstrap", "per_cell", "repeat", "candidates", "mask_size", "pairs",
             "exact_tokens", "full_candidates", "steps", "val_every", "minibatch_prompts", "boot", "limit", "k",
             "nnodes", "gpus_per_node")
 RULES = {
@@ -163,7 +154,7 @@ def _raise(msg: str):
 
 def flags(params: dict) -> None:
     """Check every known parameter of a command (pass ``locals()`` as the command body's first line)."""
-    names = [k for k in params if k in RULES]
+    names = [k for k in params if k in RULES and params[k] is not None]  # None: not typed (preset/default)
     for k in sorted(names, key=lambda k: (k in LAST, LAST.index(k) if k in LAST else 0)):
         RULES[k](params[k])
 

@@ -81,7 +81,7 @@ def test_unwritable_run_json_leaves_a_stale_running_run(store, monkeypatch):
                 raise OSError(errno.EROFS, "Read-only file system", str(run.path / "run.json"))
 
             monkeypatch.setattr(st, "atomic_write_json", full)
-            run.write_json("x", {})
+            run.update(step=1)
     monkeypatch.undo()
     assert run.status == "running" and run.state == "stale"
 

@@ -3,8 +3,8 @@
 Benchmarks use one JSONL schema: ``{"id", "problem", "answer", "meta"}`` (see ``cancel data download``).
 DAPO-17k is read from that schema or from verl's parquet/JSONL schema (``prompt`` as chat messages or a
 string, ``reward_model.ground_truth``, ``data_source``).  Files are looked up in ``--data-dir``, then
-``$CANCEL_DATA``, then ``~/.cache/cancel/data``, then a ``shared/data/benchmarks`` folder beside the
-project checkout; nothing is downloaded here.
+``$CANCEL_DATA``, then ``~/.cache/cancel/data``, then the folders ``cancel data download --out`` wrote;
+nothing is downloaded here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import os
 from pathlib import Path
 
-from ..config import ROOT
 from ..errors import UserError
 from . import Problem
 
@@ -36,11 +35,24 @@ HUB_SOURCES = {  # what `cancel data download` fetches (HF dataset id, split, pr
 }
 
 
+def default_data_dir() -> Path:
+    return Path.home() / ".cache" / "cancel" / "data"
+
+
+def downloads_record() -> Path:
+    """Folders ``cancel data download --out`` wrote into, one a line."""
+    return Path.home() / ".cache" / "cancel" / "downloaded.txt"
+
+
 def data_dirs(data_dir: str | Path | None = None) -> list[Path]:
+    """--data-dir, then $CANCEL_DATA, then ~/.cache/cancel/data, then what `cancel data download` wrote."""
     dirs = [Path(data_dir)] if data_dir else []
     if os.environ.get("CANCEL_DATA"):
         dirs.append(Path(os.environ["CANCEL_DATA"]))
-    dirs += [Path.home() / ".cache" / "cancel" / "data", ROOT.parent / "shared" / "data" / "benchmarks"]
+    dirs.append(default_data_dir())
+    rec = downloads_record()
+    if rec.is_file():
+        dirs += [Path(line) for line in rec.read_text().splitlines() if line.strip() and Path(line) not in dirs]
     return dirs
 
 
@@ -120,20 +132,21 @@ def load_benchmark(name: str, data_dir=None, limit: int | None = None) -> list[P
     return probs[:limit] if limit else probs
 
 
-def load_dapo(data_dir=None, path: str | Path | None = None, english_only: bool = False) -> list[Problem]:
+def load_dapo(data_dir=None, path: str | Path | None = None) -> list[Problem]:
     p = Path(path) if path else find_file("dapo17k", data_dir)
     if not p.exists():
         raise UserError(f"DAPO-17k file {p} does not exist")
     probs = [_from_row(r, "dapo17k" if path is None else str(p), i) for i, r in enumerate(_rows(p))]
     if not probs:
         raise UserError(f"data file {p} has no problems")
-    if english_only:
-        probs = [x for x in probs if not x.meta.get("has_cjk")]
     return probs
 
 
 def download(names: list[str], out_dir: Path) -> list[Path]:
     """Fetch datasets from the HF hub into the benchmark JSONL schema (needs network access)."""
+    if "1" in (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("HF_DATASETS_OFFLINE")):  # read now, not at import
+        raise UserError(f"offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set): nothing can be downloaded; "
+                        f"copy the JSONL files into {out_dir}")
     try:
         from datasets import load_dataset
     except ImportError:
@@ -160,4 +173,10 @@ def download(names: list[str], out_dir: Path) -> list[Path]:
                 f.write(json.dumps({"id": f"{name}-{i}", "problem": row[pf], "answer": str(ans), "meta": {"hub": hub}},
                                    ensure_ascii=False) + "\n")
         written.append(path)
+    if written and out_dir.resolve() != default_data_dir().resolve():
+        rec = downloads_record()
+        known = rec.read_text().splitlines() if rec.is_file() else []
+        if str(out_dir.resolve()) not in known:
+            rec.parent.mkdir(parents=True, exist_ok=True)
+            rec.write_text("\n".join(known + [str(out_dir.resolve())]) + "\n")
     return written

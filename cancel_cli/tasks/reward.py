@@ -249,3 +249,8 @@ def _score_in_pool(responses, golds, slow, out, workers, chunk, deadline) -> lis
         if attempt < MAX_REBUILDS:
             STATS.pool_rebuilds += 1
     return [i for c in todo for i in c if out[i] is None]
+
+
+def shutdown_pool() -> None:
+    """Stop the worker pool (the CLI calls this after every command, so nothing outlives an invocation)."""
+    _drop_pool(kill=False)
