@@ -227,11 +227,7 @@ class Store:
     def running(self, command: str, config: dict, resume: str | None = None, **meta):
         """A run that is marked failed if the body raises; ``resume`` reopens an unfinished run."""
         if resume:
-            run = self.get(resume)
-            if run.meta.get("command") != command:
-                raise UserError(f"run {resume} is a {run.meta.get('command')} run, not {command}")
-            if run.status == "done":
-                raise UserError(f"run {resume} is already done; nothing to resume")
+            run = self.resumable(resume, command)
             if config_hash(config) != run.config_hash:
                 raise UserError(f"run {resume} was started with another config (hash {run.config_hash}, now "
                                 f"{config_hash(config)}); resume it without changing its settings")
@@ -242,6 +238,20 @@ class Store:
             run = self.new_run(command, config, **meta)
         with runguard.guarded(run, self.root, run._lock):
             yield run
+
+    def resumable(self, run_id: str, command: str | None) -> Run:
+        """The unfinished run ``run_id`` of ``command`` that no live process holds (checked before any work
+        by ``validate`` and again when the run is reopened)."""
+        run = self.get(run_id)
+        if command and run.meta.get("command") != command:
+            raise UserError(f"run {run_id} is a {run.meta.get('command')} run, not {command}")
+        if run.status == "done":
+            raise UserError(f"run {run_id} is already done; nothing to resume")
+        if runguard.is_locked(run.path):
+            pid = runguard.owner_pid(run.path)
+            raise UserError(f"run {run_id} is in use by a running process{f' (pid {pid})' if pid else ''}; "
+                            f"wait for it or stop it first")
+        return run
 
     def runs(self, command: str | None = None) -> list[Run]:
         if not self.root.exists():

@@ -81,8 +81,9 @@ def device(v) -> None:
             raise UserError(f"--device {v}: only {torch.cuda.device_count()} CUDA device(s) visible")
 
 
-def engine(v, cmd: str | None = None) -> None:
-    allowed = ENGINES.get(cmd or command(), ("torch", "vllm", "auto"))
+def engine(v, command: str | None = None) -> None:
+    command = command or _command()
+    allowed = ENGINES.get(command, ("torch", "vllm", "auto"))
     if v not in allowed:
         raise UserError(f"unknown --engine {v!r} ({' | '.join(allowed)})")
     if v == "vllm":
@@ -118,22 +119,11 @@ def data(v) -> None:
 
 def resume(v) -> None:
     """``--resume ID``: the run exists, is this command's, is not done and no live process holds it."""
-    if not v:
-        return
-    from . import runguard
-    from .store import Store
+    if v:
+        from . import cli
+        from .store import Store
 
-    ctx = context()
-    root = ctx.find_root().params.get("results") if ctx is not None else None
-    run = Store(root).get(v)
-    cmd = command()
-    if cmd and run.meta.get("command") not in (None, cmd):
-        raise UserError(f"run {v} is a {run.meta.get('command')} run, not {cmd}")
-    if run.status == "done":
-        raise UserError(f"run {v} is already done; nothing to resume")
-    if runguard.is_locked(run.path):
-        pid = runguard.owner_pid(run.path)
-        raise UserError(f"run {v} is in use by a running process{f' (pid {pid})' if pid else ''}; wait for it or stop it first")
+        Store(cli.STATE.results).resumable(v, _command())
 
 
 POSITIVE = ("prompts", "n", "max_new_tokens", "m", "M", "bootstrap", "per_cell", "repeat", "candidates", "mask_size", "pairs",

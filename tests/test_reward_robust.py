@@ -61,21 +61,24 @@ def test_killed_pool_worker_mid_batch_is_rebuilt_and_rescored(fresh_pool, monkey
     assert reward.STATS.since(before)["reward_pool_rebuilds"] >= 1
 
 
-def test_batch_time_is_bounded_and_timeouts_counted():
-    rs = ["\\boxed{%d^{%d^{9^{9^{9}}}}}" % (k, k) for k in range(3, 9)]
-    gs = ["%d^{%d^{9^{9^{9}}}} + 1" % (k, k) for k in range(3, 9)]
+def _stuck(*a, **k):
+    time.sleep(60)  # a check that never finishes by itself (interrupted by the timer)
+
+
+def test_batch_time_is_bounded_and_timeouts_counted(monkeypatch):
+    monkeypatch.setattr(reward, "_math_verify", lambda: (_stuck, _stuck))
     before = reward.STATS.snapshot()
     t = time.time()
-    got = reward.score_batch(rs, gs, budget_s=1.0)
-    assert got == [0.0] * 6 and time.time() - t < 20  # unbounded: up to 5 s per check
-    counts = reward.STATS.since(before)
-    assert counts["reward_checks"] == 6 and counts["reward_timeouts"] >= 1
+    got = reward.score_batch(["\\boxed{x+1}"] * 6, ["x+2"] * 6, budget_s=1.0)
+    assert got == [0.0] * 6 and time.time() - t < 20  # unbounded: 6 x 5 s
+    assert reward.STATS.since(before) == {"reward_checks": 6, "reward_timeouts": 6, "reward_pool_rebuilds": 0}
 
 
-def test_run_summary_reports_reward_timeouts(store):
+def test_run_summary_reports_reward_timeouts(store, monkeypatch):
     with store.running("mc-value", {}) as run:
-        assert reward.score("\\boxed{9^{9^{9^{9^{9}}}}}", "9^{9^{9^{9^{9}}}} + 2", timeout=0.5) == 0.0
-        reward.score("\\boxed{\\frac{1}{2}}", "0.5")
+        assert reward.score("\\boxed{\\frac{1}{2}}", "0.5") == 1.0
+        monkeypatch.setattr(reward, "_math_verify", lambda: (_stuck, _stuck))
+        assert reward.score("\\boxed{x+1}", "x+2", timeout=0.5) == 0.0
         run.finish({"gap": 1.0})
     s = run.meta["summary"]
     assert s["reward_timeouts"] == 1 and s["reward_checks"] == 2 and s["gap"] == 1.0
