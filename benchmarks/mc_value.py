@@ -10,7 +10,7 @@ import time
 import torch
 
 from cancel_cli.analysis import budget
-from cancel_cli.analysis.common import ProblemSource, RolloutConfig, sample_batch
+from cancel_cli.rollout import ProblemSource, RolloutConfig, sample_batch
 from cancel_cli.config import load_policy
 from cancel_cli.console import SETTINGS
 from cancel_cli.policy import left_pad

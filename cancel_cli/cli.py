@@ -7,21 +7,54 @@ Bad input raises ``UserError``: one line on stderr, exit code 2, no traceback.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import sys
+from contextvars import ContextVar
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .console import SETTINGS
 from .errors import UserError
+from .validate import flags as check_flags
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+GLOBAL_OPTIONS = {"--results": True, "--seed": True, "--device": True, "--quiet": False, "--json": False}  # takes a value?
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move the global options found after the subcommand to the front, so they work before or after it."""
+    front, rest, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        name = a.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            take = 2 if GLOBAL_OPTIONS[name] and "=" not in a else 1
+            front += args[i : i + take]
+            i += take
+            continue
+        rest.append(a)
+        i += 1
+    return front + rest
+
+
+class CancelGroup(TyperGroup):
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, hoist_global_options(list(args)))
+
+
+app = typer.Typer(cls=CancelGroup, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Reproduce 'The Cancellation Hypothesis in Critic-Free RL' (token flipping, coupling, "
                        "masked updates, token values, QB/RB batching) on any causal LM. Default model: the "
-                       "embedded toy.")
+                       "embedded toy. Global options work before or after the subcommand. Every experiment's "
+                       "config is: its dataclass defaults < --preset < the flags you type.")
 results_app = typer.Typer(no_args_is_help=True, help="Manage the results store: ls | show RUN | rm RUN.")
 data_app = typer.Typer(no_args_is_help=True, help="Data sets: download (from the HF hub) | prepare (verl parquet).")
 toy_app = typer.Typer(no_args_is_help=True, help="The embedded toy model: build | info.")
@@ -30,10 +63,11 @@ app.add_typer(data_app, name="data")
 app.add_typer(toy_app, name="toy")
 
 
+@dataclass
 class State:
     results: Optional[Path] = None
-    seed: int = 0
-    device: str = "cpu"
+    seed: Optional[int] = None  # None: not typed (the config's own default applies)
+    device: Optional[str] = None
 
 
 STATE = State()
@@ -42,12 +76,20 @@ STATE = State()
 @app.callback()
 def main_options(
     results: Optional[Path] = typer.Option(None, "--results", help="Results store folder (env CANCEL_RESULTS; default ./results)."),
-    seed: int = typer.Option(0, "--seed", help="Global seed (sampling, plans, candidates)."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Global seed (sampling, plans, candidates); default 0."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto (default: cuda when available) | cpu | cuda | cuda:N."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars or tables."),
     json_out: bool = typer.Option(False, "--json", help="Print the finished run's id, status and summary as one JSON object on stdout."),
 ):
-    STATE.results, STATE.seed, STATE.device = results, seed, device
+    from .validate import global_options
+
+    try:
+        global_options(seed, device)
+    except UserError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+    global STATE  # fresh per invocation: nothing carries over between two invocations in one process
+    STATE = State(results, seed, device)
     SETTINGS.quiet, SETTINGS.json = quiet, json_out
 
 
@@ -57,8 +99,18 @@ def store(write: bool = True):
 
     st = Store(STATE.results)
     if write:
-        st.check_writable()
+        from .validate import _context
+
+        ctx = _context()
+        st.check_writable(ctx.info_name if ctx else None)  # also the command's folder
     return st
+
+
+def reset_process_state() -> None:
+    """Release what a command leaves in the process (the reward pool), so invocations are independent."""
+    reward = sys.modules.get(f"{__package__}.tasks.reward")
+    if reward is not None:
+        reward.shutdown_pool()
 
 
 def handled(fn):
@@ -71,14 +123,16 @@ def handled(fn):
         except UserError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2)
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (runguard): the run is marked failed and resumable
+            typer.echo(f"interrupted ({getattr(e, 'signal_name', 'Ctrl-C')})", err=True)
+            raise typer.Exit(getattr(e, "exit_code", 130))
+        finally:
+            reset_process_state()
 
     return wrapper
 
 
-def finish(run, summary: dict) -> None:
+def finish(run, summary) -> None:
     """Print the run's headline summary (rich table, or one JSON object with --json)."""
     from .console import print_table
 
@@ -91,31 +145,108 @@ def finish(run, summary: dict) -> None:
     print_table(f"{run.meta.get('command')} {run.id} ({run.status})", flat)
 
 
-def rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data):
-    return dict(model=model, prompts=prompts, n=n, temperature=temperature, top_p=top_p,
-                max_new_tokens=max_new_tokens, data=data, seed=STATE.seed, device=STATE.device,
-                dtype="float32" if STATE.device == "cpu" else "bfloat16")
+# -- option blocks shared by several commands (added to a command's signature by `options`) -------------
+ROLLOUT = {  # the rollout block of every command that samples a GRPO batch
+    "model": (str, typer.Option(None, "--model", "-m", help="toy | qwen3-1.7b | qwen3-4b | qwen2.5-math-7b | HF id | local folder.")),
+    "prompts": (int, typer.Option(None, "--prompts", help="Prompts per rollout batch.")),
+    "n": (int, typer.Option(None, "--n", help="Rollouts per prompt (group size).")),
+    "temperature": (float, typer.Option(None, "--temperature", help="Rollout temperature (Table 3: 1.0).")),
+    "top_p": (float, typer.Option(None, "--top-p", help="Rollout top-p.")),
+    "max_new_tokens": (int, typer.Option(None, "--max-new-tokens", help="Maximum response length.")),
+    "data": (str, typer.Option(None, "--data", help="Prompts: toy | dapo17k | path to a JSONL/parquet file.")),
+}
+PRESET = {"preset": (str, typer.Option(None, "--preset", help="experiments/<name>.yaml (e.g. mc-value_toy), a YAML "
+                                                               "file, or a run's run.json (rerun it); typed flags override it."))}
+RESUME = {"resume": (str, typer.Option(None, "--resume", help="Continue an unfinished run of this command with its saved config."))}
 
 
-MODEL = typer.Option("toy", "--model", "-m", help="toy | qwen3-1.7b | qwen3-4b | qwen2.5-math-7b | HF id | local folder.")
-PROMPTS = typer.Option(32, "--prompts", help="Prompts per rollout batch.")
-N = typer.Option(8, "--n", help="Rollouts per prompt (group size).")
-TEMP = typer.Option(1.0, "--temperature", help="Rollout temperature (Table 3: 1.0).")
-TOPP = typer.Option(1.0, "--top-p", help="Rollout top-p.")
-MAXNEW = typer.Option(96, "--max-new-tokens", help="Maximum response length.")
-DATA = typer.Option("toy", "--data", help="Prompts: toy | dapo17k | path to a JSONL/parquet file.")
-RESUME = typer.Option(None, "--resume", help="Continue an unfinished run of this command.")
+def options(*blocks: dict, skip: tuple = ()):
+    """Add option blocks to a command's signature (one definition, no copies per command); the command
+    reads their values through ``config_for``."""
+
+    def deco(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        added = {k: v for b in blocks for k, v in b.items() if k not in skip and k not in sig.parameters}
+        params = list(sig.parameters.values()) + [
+            inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=Optional[t])
+            for k, (t, opt) in added.items()]
+        params.append(inspect.Parameter("cancel_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))
+
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            check_flags(kw)  # bad input (typed values): one line, before any work and before a run folder
+            for k in added:
+                kw.pop(k, None)
+            token = COMMAND_CONTEXT.set(kw.pop("cancel_ctx"))
+            try:
+                return fn(*a, **kw)
+            finally:
+                COMMAND_CONTEXT.reset(token)
+
+        wrapper.__signature__ = sig.replace(parameters=params)
+        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        return wrapper
+
+    return deco
+
+
+COMMAND_CONTEXT: ContextVar = ContextVar("cancel_command_context")  # the running command's Click context
+TYPED = ("COMMANDLINE", "ENVIRONMENT")  # Click parameter sources of a value the user gave
+
+
+def typed(ctx, name: str) -> bool:
+    return ctx.get_parameter_source(name).name in TYPED
+
+
+def config_for(cls, *, rename: dict | None = None, cli_only: tuple = (), extra: dict | None = None,
+               resumable: tuple = ()):
+    """The command's config: dataclass defaults < --preset < the flags the user typed (Click's parameter
+    source, never a comparison with defaults); under --resume the run's saved config, where a typed flag
+    that differs is refused unless it is in ``resumable``.  Returns (config, resume run id or None)."""
+    from .config import resolve_config, resolve_device
+
+    ctx = COMMAND_CONTEXT.get()
+    rename, names = rename or {}, {f.name for f in fields(cls)}
+    given = {}
+    for name, value in ctx.params.items():
+        if name in ("preset", "resume", "cancel_ctx") or name in cli_only or not typed(ctx, name):
+            continue
+        field = rename.get(name, name)
+        if field not in names:
+            raise RuntimeError(f"option {name} of {ctx.info_name} maps to no {cls.__name__} field")
+        given[field] = list(value) if isinstance(value, tuple) else value
+    root = ctx.find_root()
+    for name in ("seed", "device"):  # typed global options
+        if name in names and typed(root, name):
+            given[name] = root.params[name]
+    given.update(extra or {})
+    resume, saved = ctx.params.get("resume"), None
+    if resume:
+        if "device" in given:
+            given["device"] = resolve_device(given["device"])[0]
+        saved = store(write=False).get(resume).config
+    cfg = resolve_config(cls, typed=given, preset=ctx.params.get("preset"), saved=saved, run_id=resume or "",
+                         command=ctx.info_name, resumable=resumable)
+    if "device" in names:
+        auto = cfg.device == "auto"
+        device, dtype = resolve_device(cfg.device, getattr(cfg, "dtype", "auto"))
+        cfg.device = device
+        if "dtype" in names:
+            cfg.dtype = dtype
+        if auto and device != "cpu":
+            from .console import info
+
+            info(f"device: {device} (--device auto found CUDA; --device cpu to stay on the CPU)")
+    return cfg, resume
 
 
 # ------------------------------------------------------------------------------------------------
 @app.command()
 @handled
+@options(ROLLOUT, PRESET, RESUME)
 def train(
-    model: str = MODEL, prompts: int = PROMPTS, n: int = N, temperature: float = TEMP, top_p: float = TOPP,
-    max_new_tokens: int = MAXNEW, data: str = DATA,
     engine: str = typer.Option("torch", "--engine", help="torch (CPU / one GPU) | verl (Ray + FSDP + vLLM)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="experiments/<preset>.yaml (e.g. train_toy); flags override it."),
-    steps: Optional[int] = typer.Option(None, "--steps"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (may be raised on --resume to extend a run)."),
     minibatch_prompts: Optional[int] = typer.Option(None, "--minibatch-prompts", help="Prompts per mini-batch (verl ppo_mini_batch_size)."),
     qb: bool = typer.Option(False, "--qb", help="Query-preserved mini-batching."),
     rb: bool = typer.Option(False, "--rb", help="Reward-balanced batching."),
@@ -125,39 +256,43 @@ def train(
     mini_batching: Optional[str] = typer.Option(None, "--mini-batching", help="verl-default | random | query-preserved | sign-partitioned."),
     lr: Optional[float] = typer.Option(None, "--lr"),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw | sgd."),
-    probe_proxy: int = typer.Option(0, "--probe-proxy", help="Every k steps, LM-head-only vs full sign agreement (Fig. 10); 0 = off."),
+    probe_proxy: Optional[int] = typer.Option(None, "--probe-proxy", help="Every k steps, LM-head-only vs full sign agreement (Fig. 10); 0 = off."),
     val_every: Optional[int] = typer.Option(None, "--val-every"),
-    resume: Optional[str] = RESUME,
     dry_run: bool = typer.Option(False, "--dry-run", help="verl engine: print the command instead of running it."),
     nnodes: int = typer.Option(1, "--nnodes", help="verl engine: Ray nodes."),
     gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="verl engine: GPUs per node."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="verl engine: existing Ray cluster address."),
+    tp: int = typer.Option(1, "--tp", help="verl engine: vLLM tensor-parallel size per rollout replica."),
+    keep_checkpoints: int = typer.Option(2, "--keep-checkpoints", help="verl engine: keep the last k checkpoints."),
 ):
     """GRPO training with QB / RB / sign-partitioned / positive-only variants (Fig. 7a, 8, 10)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .grpo.trainer import TrainConfig
-    from .analysis.common import from_dict
-    from .config import load_preset
 
-    from .grpo import trainer as _trainer
+    from .grpo.trainer import plan_for
 
-    plan = _trainer.plan_for(qb, sign_partition, mini_batching)
-    base = load_preset(preset) if preset else {}
-    base.pop("description", None)
-    over = dict(rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data), plan=plan, rb=rb,
-                positive_only=positive_only, probe_proxy_every=probe_proxy)
-    for k, v in dict(steps=steps, minibatch_prompts=minibatch_prompts, tau=tau, lr=lr, optimizer=optimizer,
-                     val_every=val_every).items():
-        if v is not None:
-            over[k] = v
-    if preset:  # preset values win over the defaults of flags the user did not give
-        defaults = dict(model="toy", prompts=32, n=8, temperature=1.0, top_p=1.0, max_new_tokens=96, data="toy")
-        over = {k: v for k, v in over.items() if not (k in defaults and v == defaults[k] and k in base)}
-    cfg = from_dict(TrainConfig, {**base, **over})
+    plan = plan_for(qb, sign_partition, mini_batching) if (qb or sign_partition or mini_batching) else None
+    from .config import EXTENDABLE
+
+    ctx = COMMAND_CONTEXT.get()
+    if engine == "verl" and not ctx.params.get("preset"):  # paper settings of the model (Table 3), not the toy's
+        from .verl_ext.launcher import default_preset
+
+        ctx.params["preset"] = default_preset(ctx.params.get("model") or "toy")
+    cfg, resume = config_for(TrainConfig, rename={"probe_proxy": "probe_proxy_every"}, resumable=EXTENDABLE,
+                             cli_only=("engine", "qb", "sign_partition", "mini_batching", "dry_run", "nnodes",
+                                       "gpus_per_node", "ray_address", "tp", "keep_checkpoints"),
+                             extra={"plan": plan} if plan else None)
+    if engine == "verl":  # verl runs on every GPU it is given (bf16 rollouts), whatever --device says about this process
+        cfg.device = cfg.device if cfg.device.startswith("cuda:") else "cuda"
+        cfg.dtype = "bfloat16"
     if engine == "verl":
+        if resume:
+            raise UserError("--resume is available with --engine torch only (verl resumes from its own checkpoints)")
         from .verl_ext.launcher import launch
 
-        run, summary = launch(cfg, store(), dry_run=dry_run, nnodes=nnodes, gpus_per_node=gpus_per_node,
-                              ray_address=ray_address)
+        run, summary = launch(cfg, store(write=not dry_run), dry_run=dry_run, nnodes=nnodes, gpus_per_node=gpus_per_node,
+                              ray_address=ray_address, tp=tp, keep_checkpoints=keep_checkpoints, resume=resume)
         if run is not None:
             finish(run, summary)
         return
@@ -171,155 +306,155 @@ def train(
 
 @app.command()
 @handled
+@options(ROLLOUT, PRESET, skip=("model",))
 def flip(
-    model: List[str] = typer.Option(["toy"], "--model", "-m", help="Repeat for several models (Fig. 9 rows)."),
-    steps: int = typer.Option(5, "--steps", help="GRPO steps; Alg. 1 at every step."),
-    prompts: int = PROMPTS, n: int = N, temperature: float = TEMP, top_p: float = TOPP, max_new_tokens: int = MAXNEW,
-    data: str = DATA, lr: float = typer.Option(2e-4, "--lr"), optimizer: str = typer.Option("adamw", "--optimizer"),
-    minibatch_prompts: int = typer.Option(8, "--minibatch-prompts"),
+    model: Optional[List[str]] = typer.Option(None, "--model", "-m", help="Repeat for several models (Fig. 9 rows); default toy."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="GRPO steps; Alg. 1 at every step."),
+    lr: Optional[float] = typer.Option(None, "--lr"), optimizer: Optional[str] = typer.Option(None, "--optimizer"),
+    minibatch_prompts: Optional[int] = typer.Option(None, "--minibatch-prompts"),
     from_run: Optional[str] = typer.Option(None, "--from-run", help="Read the probe of a finished train run instead."),
 ):
     """Token flipping (Fig. 1a-c, Fig. 9): boosted/suppressed/stable ratios by advantage sign at every step."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import flip_run
 
-    run, summary = flip_run.run(model, dict(rollout_kwargs("toy", prompts, n, temperature, top_p, max_new_tokens, data),
-                                            steps=steps, lr=lr, optimizer=optimizer, minibatch_prompts=minibatch_prompts),
-                                store(), from_run=from_run)
+    cfg, _ = config_for(flip_run.FlipConfig, rename={"model": "models"})
+    run, summary = flip_run.run(cfg, store())
     finish(run, summary)
 
 
 @app.command("positive-only")
 @handled
+@options(ROLLOUT, PRESET)
 def positive_only(
-    model: str = MODEL, prompts: int = PROMPTS, n: int = N, temperature: float = TEMP, top_p: float = TOPP,
-    max_new_tokens: int = MAXNEW, data: str = DATA,
-    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | adamw (the update of Alg. 2)."),
-    lr: float = typer.Option(0.1, "--lr"),
-    steps: int = typer.Option(8, "--steps", help="Fig. 1d: training steps of positive-only vs GRPO training."),
-    train_lr: float = typer.Option(2e-4, "--train-lr", help="Fig. 1d: AdamW lr of the two training runs."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd | adamw (the update of Alg. 2)."),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Fig. 1d: training steps of positive-only vs GRPO training."),
+    train_lr: Optional[float] = typer.Option(None, "--train-lr", help="Fig. 1d: AdamW lr of the two training runs."),
 ):
     """Alg. 2: positive-only vs joint GRPO update from one theta_0 (Fig. 1d, Fig. 4)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import positive_only as po
 
-    cfg = po.PositiveOnlyConfig(**rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data),
-                                optimizer=optimizer, lr=lr, train_steps=steps, train_lr=train_lr)
+    cfg, _ = config_for(po.PositiveOnlyConfig, rename={"steps": "train_steps"})
     run, summary = po.run(cfg, store())
     finish(run, summary)
 
 
 @app.command()
 @handled
+@options(ROLLOUT, PRESET)
 def coupling(
-    model: str = MODEL, prompts: int = typer.Option(8, "--prompts"), n: int = N, temperature: float = TEMP,
-    top_p: float = TOPP, max_new_tokens: int = MAXNEW, data: str = DATA,
-    pairs: int = typer.Option(200_000, "--pairs", help="Token pairs sampled for the kernel statistics."),
-    exact_tokens: int = typer.Option(64, "--exact-tokens", help="Tokens for the exact full-parameter kernel."),
+    pairs: Optional[int] = typer.Option(None, "--pairs", help="Token pairs sampled for the kernel statistics."),
+    exact_tokens: Optional[int] = typer.Option(None, "--exact-tokens", help="Tokens for the exact full-parameter kernel."),
     from_batch: Optional[str] = typer.Option(None, "--from-batch", help="Reuse the stored batch of a run."),
 ):
     """Output-layer coupling kernel (Eq. 6-10, Fig. 2) and its agreement with the exact kernel."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import coupling as cp
 
-    cfg = cp.CouplingConfig(**rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data),
-                            pairs=pairs, exact_tokens=exact_tokens, from_batch=from_batch or "")
+    cfg, _ = config_for(cp.CouplingConfig)
     run, summary = cp.run(cfg, store())
     finish(run, summary)
 
 
 @app.command("mask-effect")
 @handled
+@options(ROLLOUT, PRESET)
 def mask_effect(
-    model: str = MODEL, prompts: int = typer.Option(8, "--prompts"), n: int = N, temperature: float = TEMP,
-    top_p: float = TOPP, max_new_tokens: int = MAXNEW, data: str = DATA,
-    candidates: int = typer.Option(256, "--candidates"),
-    mask_size: int = typer.Option(8, "--mask-size", help="|M(c)|, equal for the four conditions."),
-    low_conf_quantile: float = typer.Option(0.5, "--low-conf-quantile", help="Low confidence: p below this quantile of p."),
-    lr: float = typer.Option(0.1, "--lr", help="SGD learning rate (App. D.2: 0.1, no momentum)."),
-    full_candidates: int = typer.Option(64, "--full-candidates", help="Candidates for the full-parameter path."),
+    candidates: Optional[int] = typer.Option(None, "--candidates"),
+    mask_size: Optional[int] = typer.Option(None, "--mask-size", help="|M(c)|, equal for the four conditions."),
+    mask_sign: Optional[str] = typer.Option(None, "--mask-sign", help="Advantage sign of the masked tokens: any | same (the "
+                                            "candidate's) | positive | negative (README: why positive)."),
+    low_conf: Optional[str] = typer.Option(None, "--low-conf", help="Low confidence: p<T (p below T) | qF (p below the F-quantile "
+                                           "of p over the batch)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="SGD learning rate (App. D.2: 0.1, no momentum)."),
+    full_candidates: Optional[int] = typer.Option(None, "--full-candidates", help="Candidates for the full-parameter path."),
     from_batch: Optional[str] = typer.Option(None, "--from-batch"),
 ):
     """Masked updates (Table 1, Fig. 3): Boost Rate and Mean Boost of removing coupled tokens."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import masking
 
-    cfg = masking.MaskConfig(**rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data),
-                             candidates=candidates, mask_size=mask_size, low_conf_quantile=low_conf_quantile, lr=lr,
-                             full_candidates=full_candidates, from_batch=from_batch or "")
+    cfg, _ = config_for(masking.MaskConfig)
     run, summary = masking.run(cfg, store())
     finish(run, summary)
 
 
 @app.command("mc-value")
 @handled
+@options(ROLLOUT, PRESET, RESUME)
 def mc_value(
-    model: str = MODEL, prompts: int = typer.Option(16, "--prompts"), n: int = N, temperature: float = TEMP,
-    top_p: float = TOPP, max_new_tokens: int = MAXNEW, data: str = DATA,
-    m: int = typer.Option(256, "--M", help="Continuations from s+a and from s (paper: 256)."),
-    per_cell: int = typer.Option(16, "--per-cell", help="Tokens per (boosted|suppressed) x (pos|neg) cell."),
-    repeat: int = typer.Option(1, "--repeat", help="Fig. 11: gap after 1..K repeated updates on the batch."),
-    lr: float = typer.Option(0.1, "--lr"), optimizer: str = typer.Option("sgd", "--optimizer"),
-    from_batch: Optional[str] = typer.Option(None, "--from-batch"), resume: Optional[str] = RESUME,
+    M: Optional[int] = typer.Option(None, "--M", help="Continuations from s+a and from s (paper: 256)."),
+    per_cell: Optional[int] = typer.Option(None, "--per-cell", help="Tokens per (boosted|suppressed) x (pos|neg) cell."),
+    repeat: Optional[int] = typer.Option(None, "--repeat", help="Fig. 11: gap after 1..K repeated updates on the batch."),
+    lr: Optional[float] = typer.Option(None, "--lr"), optimizer: Optional[str] = typer.Option(None, "--optimizer"),
+    from_batch: Optional[str] = typer.Option(None, "--from-batch"),
 ):
     """Monte-Carlo counterfactual token value (Eq. 20, Fig. 5a, Fig. 11)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import value
 
-    cfg = value.ValueConfig(**rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data), M=m,
-                            per_cell=per_cell, repeat=repeat, lr=lr, optimizer=optimizer, from_batch=from_batch or "")
+    cfg, resume = config_for(value.ValueConfig)
     run, summary = value.run(cfg, store(), resume=resume)
     finish(run, summary)
 
 
 @app.command("entropy-gap")
 @handled
+@options(PRESET)
 def entropy_gap(
     from_run: Optional[str] = typer.Option(None, "--from-run", help="mc-value run (default: the latest done one)."),
-    boot: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples for the CIs."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="Bootstrap resamples for the CIs."),
 ):
     """Value gap on the top-k% highest-entropy tokens, k = 10..100 (Fig. 5b)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import entropy_gap as eg
 
-    run, summary = eg.run(eg.EntropyGapConfig(from_run=from_run or "", bootstrap=boot, seed=STATE.seed), store())
+    cfg, _ = config_for(eg.EntropyGapConfig)
+    run, summary = eg.run(cfg, store())
     finish(run, summary)
 
 
 @app.command("budget-sweep")
 @handled
+@options(ROLLOUT, PRESET, RESUME, skip=("prompts", "n"))
 def budget_sweep(
-    axis: str = typer.Option("batch-size", "--axis", help="batch-size | rollout-n | reward-mix."),
-    model: str = MODEL, temperature: float = TEMP, top_p: float = TOPP, max_new_tokens: int = MAXNEW, data: str = DATA,
-    m: int = typer.Option(64, "--M"), lr: float = typer.Option(0.1, "--lr"),
-    candidates: int = typer.Option(48, "--candidates", help="Fixed candidate tokens whose values are cached."),
+    axis: Optional[str] = typer.Option(None, "--axis", help="batch-size | rollout-n | reward-mix."),
+    M: Optional[int] = typer.Option(None, "--M"), lr: Optional[float] = typer.Option(None, "--lr"),
+    candidates: Optional[int] = typer.Option(None, "--candidates", help="Fixed candidate tokens whose values are cached."),
     values: Optional[str] = typer.Option(None, "--values", help="Comma-separated axis values (default: paper's)."),
-    resume: Optional[str] = RESUME,
 ):
     """Value gap vs sampling budget: batch size, rollout-n, reward mix (Fig. 6, Fig. 7b)."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import budget
 
-    cfg = budget.BudgetConfig(**rollout_kwargs(model, 96, 8, temperature, top_p, max_new_tokens, data), axis=axis,
-                              M=m, lr=lr, candidates=candidates, values=values or "")
+    cfg, resume = config_for(budget.BudgetConfig)
     run, summary = budget.run(cfg, store(), resume=resume)
     finish(run, summary)
 
 
 @app.command("eval")
 @handled
+@options(PRESET, RESUME)
 def evaluate(
-    model: str = MODEL,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="toy | registry name | HF id | local folder."),
     run_id: Optional[str] = typer.Option(None, "--run", help="Evaluate every checkpoint of a train run."),
     benchmarks: Optional[str] = typer.Option(None, "--benchmarks", help="Comma-separated (default: the six, or the toy sets)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many problems per benchmark."),
     k: Optional[int] = typer.Option(None, "--k", help="Samples per problem (default: 32 for AIME/AMC, 1 otherwise)."),
-    temperature: float = typer.Option(0.6, "--temperature"), top_p: float = typer.Option(0.95, "--top-p"),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Default 0.6."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Default 0.95."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens"),
     sweep_sampling: bool = typer.Option(False, "--sweep-sampling", help="Table 4's four (temperature, top-p) settings."),
-    engine: str = typer.Option("auto", "--engine", help="torch | vllm | auto."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir"), resume: Optional[str] = RESUME,
+    engine: Optional[str] = typer.Option(None, "--engine", help="torch | vllm | auto."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir"),
 ):
     """Benchmarks (Table 2, Table 4): avg@32 for AIME24/25 and AMC, pass@1 for MATH-500/Minerva/Olympiad."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import evaluate as ev
 
-    cfg = ev.EvalConfig(model=model, run=run_id or "", benchmarks=benchmarks or "", limit=limit or 0, k=k or 0,
-                        temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens or 0,
-                        sweep_sampling=sweep_sampling, engine=engine, data_dir=data_dir or "", seed=STATE.seed,
-                        device=STATE.device)
+    cfg, resume = config_for(ev.EvalConfig, rename={"run_id": "run"})
     run, summary = ev.run(cfg, store(), resume=resume)
     finish(run, summary)
 
@@ -341,15 +476,25 @@ def plot(
 @app.command()
 @handled
 def reproduce(
-    model: str = MODEL,
+    model: str = typer.Option("toy", "--model", "-m", help="The model every stage runs on."),
     preset: str = typer.Option("toy", "--preset", help="toy | paper."),
     out: Path = typer.Option(Path("figures"), "--out"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the stages and their resolved configs; run nothing."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per stochastic stage (default 3 toy, 1 paper)."),
 ):
     """Run every experiment, render every figure and table, and write figures/REPORT.md."""
+    check_flags(locals())  # bad input: one line, before any work and before a run folder
+    from .config import resolve_device
     from .reproduce import reproduce as rep
 
-    summary = rep(model, preset, store(), out, seed=STATE.seed, device=STATE.device, seeds=seeds)
+    seed, device = STATE.seed or 0, resolve_device(STATE.device or "auto")[0]
+    if dry_run:
+        from .reproduce import stage_plan
+
+        for stage in stage_plan(model, preset, seed, device):
+            typer.echo(json.dumps({"stage": stage.name, "command": stage.command, "config": stage.config}, default=str))
+        return
+    summary = rep(model, preset, store(), out, seed=seed, device=device, seeds=seeds)
     if SETTINGS.json:
         typer.echo(json.dumps(summary, default=float))
 
@@ -362,8 +507,8 @@ def results_ls(command: Optional[str] = typer.Argument(None, help="Only runs of 
     from .console import print_table
 
     runs = store(write=False).runs(command)
-    rows = [{"id": r.id, "command": r.meta.get("command"), "status": r.status, "model": r.meta.get("model"),
-             "start": r.meta.get("start")} for r in runs]
+    rows = [{"id": r.id, "command": r.listing.get("command"), "status": r.state, "model": r.listing.get("model"),
+             "start": r.listing.get("start")} for r in runs]
     if SETTINGS.json:
         typer.echo(json.dumps(rows))
     elif not rows:
@@ -379,6 +524,7 @@ def results_show(run_id: str):
     r = store(write=False).get(run_id)
     meta = r.meta
     meta["tables"] = sorted({p.name.split(".")[0] for p in r.path.iterdir() if p.suffix in (".parquet", ".parts")})
+    meta["state"], meta["damaged_tables"] = r.state, r.damaged()  # stale / damaged runs (runguard)
     typer.echo(json.dumps(meta, indent=None if SETTINGS.json else 2, default=str))
 
 
@@ -395,12 +541,12 @@ def results_rm(run_id: str):
 @handled
 def data_download(
     names: Optional[List[str]] = typer.Argument(None, help="aime24 aime25 amc23 math500 minerva olympiadbench dapo17k (default: all)."),
-    out: Path = typer.Option(Path.home() / ".cache" / "cancel" / "data", "--out"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Default ~/.cache/cancel/data (other folders are remembered)."),
 ):
     """Fetch the benchmarks and DAPO-17k from the HF hub into the JSONL schema (needs network)."""
-    from .tasks.data import HUB_SOURCES, download
+    from .tasks.data import HUB_SOURCES, default_data_dir, download
 
-    for p in download(list(names or HUB_SOURCES), out):
+    for p in download(list(names or HUB_SOURCES), out or default_data_dir()):
         typer.echo(str(p))
 
 
@@ -427,7 +573,7 @@ def toy_build(out: Optional[Path] = typer.Option(None, "--out", help="Default: t
 
     if not 0 <= target_low < target_high <= 1:
         raise UserError(f"need 0 <= target-low < target-high <= 1, got {target_low}, {target_high}")
-    facts = build_toy(out or TOY_DIR, seed=STATE.seed, target=(target_low, target_high), log=info)
+    facts = build_toy(out or TOY_DIR, seed=STATE.seed or 0, target=(target_low, target_high), log=info)
     facts.pop("history")
     typer.echo(json.dumps(facts, default=float) if SETTINGS.json else json.dumps(facts, indent=2))
 

@@ -1,15 +1,26 @@
-"""Model registry and loading, presets from ``experiments/*.yaml``, and run configs as plain dicts."""
+"""Model registry and loading, presets from ``experiments/*.yaml``, and run configs as plain dicts.
+
+One config order, as in nanoGPT: config dataclass defaults < a preset (``experiments/<name>.yaml``, a YAML
+file, or a finished run's ``run.json``) < the flags the user typed.  ``--resume`` rebuilds the config from
+the run's ``run.json`` and refuses a typed flag that differs from it (except the ones a command declares
+safe, e.g. ``--steps`` to extend a training run).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from .errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENTS = ROOT / "experiments"
+# the wheel maps the top-level experiments/ folder to cancel_cli/experiments (pyproject package-dir);
+# a source checkout reads it in place
+EXPERIMENTS = next((d for d in (Path(__file__).resolve().parent / "experiments", ROOT / "experiments") if d.is_dir()),
+                   ROOT / "experiments")
 TOY_DIR = Path(__file__).resolve().parent / "assets" / "toy"
 
 MODELS = {
@@ -28,8 +39,7 @@ def resolve_model(name: str) -> tuple[str, Path]:
         target = name
     path = Path(target).expanduser()
     if path.is_dir():
-        if not (path / "config.json").exists():
-            raise UserError(f"{path} is not a Hugging Face model folder (no config.json)")
+        check_model_folder(path)
         return target, path
     looks_like_path = target.startswith((".", "/", "~")) or os.sep in target and target.count("/") != 1
     if looks_like_path:
@@ -54,6 +64,25 @@ def resolve_model(name: str) -> tuple[str, Path]:
     except Exception as e:
         raise UserError(f"weights for {target} could not be found locally or downloaded ({type(e).__name__}); "
                         f"get them with `huggingface-cli download {target}` or pass a local folder") from None
+
+
+def check_model_folder(path: Path) -> None:
+    """A local model folder has a config.json naming its model type, weights and a tokenizer."""
+    import json
+
+    cfg = path / "config.json"
+    if not cfg.exists():
+        raise UserError(f"{path} is not a Hugging Face model folder (no config.json)")
+    try:
+        meta = json.loads(cfg.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"model folder {path}: config.json is not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not meta.get("model_type"):
+        raise UserError(f"model folder {path}: config.json has no model_type (not a Hugging Face model config)")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+        raise UserError(f"model folder {path} has no weights (*.safetensors or *.bin)")
+    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")):
+        raise UserError(f"model folder {path} has no tokenizer files")
 
 
 def weights_hash(folder: Path) -> str:
@@ -84,30 +113,121 @@ def load_policy(name: str = "toy", device: str = "cpu", dtype: str = "float32"):
 
     from .policy import Policy
 
+    device, dtype = resolve_device(device, dtype)
     if dtype not in ("float32", "bfloat16", "float16"):
         raise UserError(f"unknown dtype {dtype!r} (float32 | bfloat16 | float16)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {device} requested but CUDA is not available")
     model_id, folder = resolve_model(name)
-    tok = AutoTokenizer.from_pretrained(folder)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device).eval()
+    try:
+        tok = AutoTokenizer.from_pretrained(folder)
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device).eval()
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a broken folder: one line, not a loader traceback
+        raise UserError(f"cannot load model {name} from {folder} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     return Policy(model, tok, name=model_id if name not in MODELS else name, weights_hash=weights_hash(folder))
 
 
-def load_preset(name: str) -> dict:
-    """A preset from ``experiments/<name>.yaml`` (plain data)."""
+COMMAND_CONFIGS = {  # command -> its config dataclass (module:class, imported on use: `cancel --help` stays light)
+    "train": "grpo.trainer:TrainConfig",
+    "flip": "analysis.flip_run:FlipConfig",
+    "positive-only": "analysis.positive_only:PositiveOnlyConfig",
+    "coupling": "analysis.coupling:CouplingConfig",
+    "mask-effect": "analysis.masking:MaskConfig",
+    "mc-value": "analysis.value:ValueConfig",
+    "entropy-gap": "analysis.entropy_gap:EntropyGapConfig",
+    "budget-sweep": "analysis.budget:BudgetConfig",
+    "eval": "analysis.evaluate:EvalConfig",
+    "reproduce": "reproduce:ReproduceConfig",
+}
+
+
+def command_config(command: str):
+    import importlib
+
+    module, cls = COMMAND_CONFIGS[command].split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+
+
+def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
+    """``auto`` device: cuda when available, else cpu; ``auto`` dtype: float32 on cpu, bfloat16 on cuda."""
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "float32" if device == "cpu" else "bfloat16"
+    return device, dtype
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+
+
+def load_preset(name: str, command: str | None = None) -> dict:
+    """A preset as plain data: a name in ``experiments/`` (``train_toy``), a YAML file, or a run's
+    ``run.json`` (its resolved ``config``; ``command`` must match the run's command)."""
     import yaml
 
-    path = EXPERIMENTS / f"{name}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in EXPERIMENTS.glob("*.yaml")))
-        raise UserError(f"unknown preset {name!r} (known: {known})")
+    path = Path(name).expanduser()
+    if not (path.suffix in (".yaml", ".yml", ".json") and path.is_file()):
+        path = EXPERIMENTS / f"{name}.yaml"
+        if not path.exists():
+            raise UserError(f"unknown preset {name!r} (a file, a run.json, or one of: {', '.join(preset_names())})")
     try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"preset {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+        data = (json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())) or {}
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise UserError(f"preset {path} is not readable ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"preset {path} is not a mapping of config fields")
+    if "config" in data and "command" in data:  # a run.json: rerun its resolved config
+        if command and data["command"] != command:
+            raise UserError(f"{path} is a {data['command']} run, not {command}")
+        data = data["config"] or {}
+    data.pop("description", None)
+    return data
+
+
+def from_dict(cls, d: dict, source: str = ""):
+    """A config dataclass from plain data; an unknown key is a one-line error naming it (and its source)."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        where = f" in {source}" if source else ""
+        raise UserError(f"unknown {cls.__name__} option(s){where}: {', '.join(sorted(unknown))}")
+    return cls(**d)
+
+
+def to_dict(cfg) -> dict:
+    return asdict(cfg)
+
+
+EXTENDABLE = ("steps",)  # fields a resumed run may change: more training steps continue the same run
+
+
+def config_hash(config: dict) -> str:
+    """Short content hash of a resolved config (stored in run.json and on every resumable table part);
+    the EXTENDABLE fields are left out, so extending a training run keeps its parts valid."""
+    kept = {k: v for k, v in config.items() if k not in EXTENDABLE}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resolve_config(cls, *, typed: dict, preset: str | None = None, saved: dict | None = None, run_id: str = "",
+                   command: str | None = None, resumable: tuple = ()):
+    """dataclass defaults < preset < typed flags; with ``saved`` (a resumed run's config), the saved config
+    is used as is and a typed flag that differs from it is refused unless it is in ``resumable``."""
+    if saved is not None:
+        if preset:
+            raise UserError(f"--preset with --resume: a resumed run keeps the config saved in run {run_id}")
+        for k, v in typed.items():
+            if k in saved and saved[k] != v and k not in resumable:
+                flag = "--" + k.replace("_", "-")
+                raise UserError(f"{flag} {v} differs from run {run_id}'s saved config ({saved[k]}); "
+                                f"a resumed run keeps its config")
+        return from_dict(cls, {**saved, **{k: v for k, v in typed.items() if k in resumable}}, f"run {run_id}")
+    base = load_preset(preset, command) if preset else {}
+    return from_dict(cls, {**base, **typed}, f"preset {preset}" if preset else "")
 
 
 def check_positive(**sizes) -> None:

@@ -10,120 +10,111 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write_bytes
 from .report_stats import ratio_text
-from .store import atomic_write_bytes
 
-Z = 1.96
+from .report_section import Z, Section, _missing, fmt, interval_verdict, mean_ci, prop_diff  # noqa: F401
 
-
-def mean_ci(x) -> tuple[float, float, float]:
-    x = np.asarray(x, dtype=float)
-    x = x[~np.isnan(x)]
-    if len(x) == 0:
-        return float("nan"), float("nan"), float("nan")
-    m = float(x.mean())
-    se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
-    return m, m - Z * se, m + Z * se
-
-
-def prop_diff(p1, n1, p2, n2) -> tuple[float, float, float]:
-    """Difference of two proportions (in %) with a normal 95% CI."""
-    a, b = p1 / 100, p2 / 100
-    se = math.sqrt(a * (1 - a) / max(n1, 1) + b * (1 - b) / max(n2, 1)) * 100
-    d = p1 - p2
-    return d, d - Z * se, d + Z * se
-
-
-def interval_verdict(lo, hi, threshold=0.0) -> str:
-    """supported if the whole interval is above ``threshold``, not supported if entirely below, else inconclusive."""
-    if any(map(lambda v: v != v, (lo, hi))):
-        return "inconclusive"
-    if lo > threshold:
-        return "supported"
-    if hi < threshold:
-        return "not supported"
-    return "inconclusive"
-
-
-def fmt(v, d=3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and v != v) else f"{v:.{d}f}"
-
-
-class Section:
-    def __init__(self, title, figure, rule):
-        self.title, self.figure, self.rule = title, figure, rule
-        self.rows, self.verdict, self.why, self.notes = [], "inconclusive", "", []
-
-    def md(self) -> str:
-        """Rule first, then verdict, figure and numbers; rows are (quantity, ours, paper[, per seed])."""
-        out = [f"## {self.title}", "", f"*Rule (fixed before the runs):* {self.rule}", "",
-               f"**Verdict: {self.verdict}** — {self.why}", ""]
-        if self.figure:
-            out += [f"![{self.figure}]({self.figure}.png)", ""]
-        if self.rows:
-            seeds = any(len(r) > 3 for r in self.rows)
-            out += ["| quantity | ours | paper |" + (" per seed |" if seeds else ""), "|---|---|---|" + ("---|" if seeds else "")]
-            out += ["| " + " | ".join(str(x).replace("|", "\\|") for x in (tuple(row) + ("",) * (4 - len(row)))[:4 if seeds else 3])
-                    + " |" for row in self.rows] + [""]
-        out += [f"- {n}" for n in self.notes] + [""]
-        return "\n".join(out)
-
-
-def _missing(sec: Section, what: str) -> Section:
-    sec.verdict, sec.why = "inconclusive", f"no data: {what}"
-    return sec
 
 
 def claim_flipping(store) -> Section:
+    from .analysis.flip_run import FlipSummary
+
     s = Section("1. Token flipping: positive and negative rollouts have similar boosted/suppressed ratios", "fig1",
                 "per-step difference of the boosted ratio between A>0 and A<0 tokens; supported if its 95% CI lies "
-                "inside [-0.10, 0.10] and tokens moving against their advantage sign make up >= 25% of moved tokens; "
-                "not supported if the CI lies outside [-0.10, 0.10] or that share is < 10%.")
+                "inside [-0.10, 0.10] and both flip shares (A>0 suppressed, A<0 boosted; mean over steps) are >= 0.25; "
+                "not supported if the CI lies outside [-0.10, 0.10] or either flip share is < 0.10.")
     run = store.latest("flip")
     if run is None:
         return _missing(s, "run `cancel flip`")
+    sm = FlipSummary.of(run)
+    model = sm.models[0]
     st = run.read_table("steps")
+    st = st[st.model == model]
+    sh = sm.shares[model]
     m, lo, hi = mean_ci(st.pos_boosted - st.neg_boosted)
     fr, frlo, frhi = mean_ci(st.flip_rate)
-    s.rows = [("boosted ratio, A>0 (mean over steps)", fmt(st.pos_boosted.mean()), "similar to A<0 (Fig. 1a)"),
-              ("boosted ratio, A<0", fmt(st.neg_boosted.mean()), "similar to A>0 (Fig. 1b)"),
-              ("suppressed ratio, A>0 / A<0", f"{fmt(st.pos_suppressed.mean())} / {fmt(st.neg_suppressed.mean())}", "similar"),
+    s.rows = [("boosted ratio, A>0 / A<0 (mean over steps)", f"{fmt(sh.pos_boosted)} / {fmt(sh.neg_boosted)}",
+               "similar (Fig. 1a, 1b)"),
+              ("suppressed ratio, A>0 / A<0", f"{fmt(sh.pos_suppressed)} / {fmt(sh.neg_suppressed)}", "similar"),
               ("difference of boosted ratios (95% CI)", f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]", "≈ 0"),
-              ("mean |Δlog p|, A>0 / A<0", f"{fmt(st.pos_mean_abs_delta.mean(), 5)} / {fmt(st.neg_mean_abs_delta.mean(), 5)}",
-               "similar (Fig. 1c)"),
+              ("flip shares: A>0 suppressed / A<0 boosted", f"{fmt(sh.pos_suppressed)} / {fmt(sh.neg_boosted)}", "nearly half each"),
+              ("mean |Δlog p|, A>0 / A<0", f"{fmt(sh.pos_mean_abs_delta, 5)} / {fmt(sh.neg_mean_abs_delta, 5)}", "similar (Fig. 1c)"),
               ("share of moved tokens against their advantage sign (95% CI)", f"{fmt(fr)} [{fmt(frlo)}, {fmt(frhi)}]",
                "nearly half")]
-    if lo >= -0.1 and hi <= 0.1 and fr >= 0.25:
+    flips = min(sh.pos_suppressed, sh.neg_boosted)
+    if lo >= -0.1 and hi <= 0.1 and flips >= 0.25:
         s.verdict = "supported"
-    elif hi < -0.1 or lo > 0.1 or fr < 0.10:
+    elif hi < -0.1 or lo > 0.1 or flips < 0.10:
         s.verdict = "not supported"
-    s.why = f"boosted-ratio difference {fmt(m)} (95% CI [{fmt(lo)}, {fmt(hi)}]), flip share {fmt(fr)} over {len(st)} steps"
+    s.why = (f"boosted-ratio difference {fmt(m)} (95% CI [{fmt(lo)}, {fmt(hi)}]), flip shares A>0 suppressed "
+             f"{fmt(sh.pos_suppressed)} / A<0 boosted {fmt(sh.neg_boosted)} over {len(st)} steps ({model})")
     return s
 
 
+def _seed_runs(store, command: str) -> list:
+    """The latest done run of ``command`` and, per other seed, the latest done run with the same config otherwise."""
+    latest = store.latest(command)
+    if latest is None:
+        return []
+    base = {k: v for k, v in latest.config.items() if k != "seed"}
+    per_seed = {}
+    for r in store.runs(command):
+        if r.status == "done" and {k: v for k, v in r.config.items() if k != "seed"} == base:
+            per_seed[r.config.get("seed")] = r
+    return list(per_seed.values())
+
+
+def positive_only_differences(runs) -> pd.DataFrame:
+    """Fig. 1d per step and seed: positive-only minus GRPO training, for the A>0 suppressed and A<0 boosted shares."""
+    out = []
+    for r in runs:
+        tr = r.read_table("training")
+        po = tr[tr.variant == "positive_only"].set_index("step")
+        gr = tr[tr.variant == "grpo"].set_index("step")
+        steps = po.index.intersection(gr.index)
+        out.append(pd.DataFrame({"run": r.id, "step": steps,
+                                 "pos_suppressed": (po.pos_suppressed[steps] - gr.pos_suppressed[steps]).to_numpy(),
+                                 "neg_boosted": (po.neg_boosted[steps] - gr.neg_boosted[steps]).to_numpy()}))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["run", "step", "pos_suppressed", "neg_boosted"])
+
+
 def claim_positive_only(store) -> Section:
-    s = Section("2. Positive-only updates reduce flipping; GRPO moves boosted mass away from format tokens", "fig4",
-                "flip rate per training step under positive-only training minus under GRPO training (Fig. 1d); "
-                "supported if the 95% CI is below 0, not supported if above 0.  The format share of boosted mass "
-                "(one update from theta_0) is reported beside it.")
-    run = store.latest("positive-only")
-    if run is None:
+    from .analysis.positive_only import PositiveOnlySummary
+
+    s = Section("2. Positive-only updates reduce flipping of positive-rollout tokens; GRPO moves boosted mass away from "
+                "format tokens", "fig1",
+                "A>0 suppressed share (tokens of positive rollouts whose log-probability fell) per training step under "
+                "positive-only training minus under GRPO training from the same theta_0 (Fig. 1d), pooled over steps and "
+                "seeds (runs with equal config but the seed); supported if the 95% CI lies below 0, not supported if above 0, "
+                "else inconclusive.  The A<0 boosted share is reported beside it and not judged: under positive-only "
+                "updates A<0 tokens carry no loss, so what moves them is coupling alone, not a flip against their loss.  "
+                "The format share of boosted mass (one update from theta_0, Fig. 4) is reported beside it.")
+    runs = _seed_runs(store, "positive-only")
+    if not runs:
         return _missing(s, "run `cancel positive-only`")
-    sm = run.meta["summary"]
-    tr = run.read_table("training")
-    po = tr[tr.variant == "positive_only"].sort_values("step").flip_rate.to_numpy()
-    gr = tr[tr.variant == "grpo"].sort_values("step").flip_rate.to_numpy()
-    n = min(len(po), len(gr))
-    m, lo, hi = mean_ci(po[:n] - gr[:n])
-    s.rows = [("flip rate, one update: positive-only / GRPO", f"{fmt(sm['flip_rate_positive_only'])} / {fmt(sm['flip_rate_grpo'])}",
-               "much lower under positive-only"),
-              ("flip rate during training: positive-only / GRPO", f"{fmt(sm['train_flip_rate_positive_only'])} / "
-               f"{fmt(sm['train_flip_rate_grpo'])}", "much lower under positive-only (Fig. 1d)"),
+    sm = PositiveOnlySummary.of(runs[-1])
+    diff = positive_only_differences(runs)
+    m, lo, hi = mean_ci(diff.pos_suppressed)
+    mn, lon, hin = mean_ci(diff.neg_boosted)
+    u, t = sm.update, sm.training
+    s.rows = [("A>0 suppressed during training: positive-only / GRPO", f"{fmt(t['positive_only'].pos_suppressed)} / "
+               f"{fmt(t['grpo'].pos_suppressed)}", "much lower under positive-only (Fig. 1d)"),
               ("difference per step (95% CI)", f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]", "< 0"),
-              ("format share of boosted mass: positive-only / GRPO", f"{fmt(sm['format_mass_positive_only'])} / "
-               f"{fmt(sm['format_mass_grpo'])}", "GRPO lower (Fig. 4)")]
+              ("A<0 boosted during training: positive-only / GRPO (not judged)", f"{fmt(t['positive_only'].neg_boosted)} / "
+               f"{fmt(t['grpo'].neg_boosted)}; difference {fmt(mn)} [{fmt(lon)}, {fmt(hin)}]", "lower under positive-only (Fig. 1d)"),
+              ("one update from theta_0: A>0 suppressed, positive-only / GRPO", f"{fmt(u['positive_only'].pos_suppressed)} / "
+               f"{fmt(u['grpo'].pos_suppressed)}", "lower under positive-only"),
+              ("one update: A<0 boosted, positive-only / GRPO", f"{fmt(u['positive_only'].neg_boosted)} / "
+               f"{fmt(u['grpo'].neg_boosted)}", ""),
+              ("format share of boosted mass: positive-only / GRPO", f"{fmt(sm.format_mass['positive_only'])} / "
+               f"{fmt(sm.format_mass['grpo'])}", "GRPO lower (Fig. 4)")]
     s.verdict = {"supported": "not supported", "not supported": "supported"}.get(interval_verdict(lo, hi), "inconclusive")
-    s.why = f"positive-only minus GRPO flip rate {fmt(m)} (95% CI [{fmt(lo)}, {fmt(hi)}]) over {n} steps"
+    s.why = (f"positive-only minus GRPO A>0 suppressed share {fmt(m)} (95% CI [{fmt(lo)}, {fmt(hi)}]) over {len(diff)} "
+             f"steps x seeds ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+    s.notes.append("Fig. 4 (token categories): ![fig4](fig4.png)")
+    s.notes.append("Under positive-only training the A<0 tokens have no loss term; their boosted share measures how "
+                   "strongly the A>0 update drags them along (coupling), so it is shown beside the verdict, not in it.")
     s.notes.append("Token categories come from a fixed text classifier (cancel_cli/analysis/categories.py); on the "
                    "toy's character tokenizer letters of scaffold words count as format.")
     return s
@@ -136,52 +127,87 @@ def claim_coupling(store) -> Section:
     run = store.latest("coupling")
     if run is None:
         return _missing(s, "run `cancel coupling`")
-    sm = run.meta["summary"]
-    r1 = sm["same_abs_contribution"] / max(sm["diff_abs_contribution"], 1e-30)
-    r2 = sm["contribution_high_high"] / max(sm["contribution_low_low"], 1e-30)
-    s.rows = [("mean <h_j,h_k>: same / different token", f"{fmt(sm['same_mean_hh'])} / {fmt(sm['diff_mean_hh'])}", "same > different (Fig. 2a)"),
-              ("mean phi: same / different", f"{fmt(sm['same_mean_phi'], 4)} / {fmt(sm['diff_mean_phi'], 4)}", "non-negligible mainly for same (Fig. 2b)"),
+    from .analysis.coupling import CouplingSummary
+
+    sm = CouplingSummary.of(run)
+    r1 = sm.same_abs_contribution / max(sm.diff_abs_contribution, 1e-30)
+    r2 = sm.contribution_high_high / max(sm.contribution_low_low, 1e-30)
+    s.rows = [("mean <h_j,h_k>: same / different token", f"{fmt(sm.same_mean_hh)} / {fmt(sm.diff_mean_hh)}", "same > different (Fig. 2a)"),
+              ("mean phi: same / different", f"{fmt(sm.same_mean_phi, 4)} / {fmt(sm.diff_mean_phi, 4)}", "non-negligible mainly for same (Fig. 2b)"),
               ("|contribution| ratio same / different (means)",
-               ratio_text(sm["same_abs_contribution"], sm["diff_abs_contribution"]), "> 1"),
+               ratio_text(sm.same_abs_contribution, sm.diff_abs_contribution), "> 1"),
               ("|contribution| ratio high-high / low-low entropy (means)",
-               ratio_text(sm["contribution_high_high"], sm["contribution_low_low"]), "> 1 (Fig. 2c)"),
-              ("proxy vs exact kernel (Pearson / Spearman)", f"{fmt(sm.get('pearson_proxy_exact'))} / {fmt(sm.get('spearman_proxy_exact'))}",
+               ratio_text(sm.contribution_high_high, sm.contribution_low_low), "> 1 (Fig. 2c)"),
+              ("proxy vs exact kernel (Pearson / Spearman)", f"{fmt(sm.pearson_proxy_exact)} / {fmt(sm.spearman_proxy_exact)}",
                "proxy tracks full update (App. D.1)")]
     s.verdict = "supported" if r1 > 2 and r2 > 2 else "not supported" if r1 < 1 or r2 < 1 else "inconclusive"
-    s.why = (f"same/different ratio {ratio_text(sm['same_abs_contribution'], sm['diff_abs_contribution'])}, high/low "
-             f"entropy ratio {ratio_text(sm['contribution_high_high'], sm['contribution_low_low'])}")
-    tr = [r for r in reversed(store.runs("train")) if r.status == "done" and r.has_table("proxy")]
+    s.why = (f"same/different ratio {ratio_text(sm.same_abs_contribution, sm.diff_abs_contribution)}, high/low "
+             f"entropy ratio {ratio_text(sm.contribution_high_high, sm.contribution_low_low)}")
+    tr = store.latest("train", where=lambda r: r.has_table("proxy"))
     if tr:
-        p = tr[0].read_table("proxy")
+        p = tr.read_table("proxy")
         pm, plo, phi = mean_ci(p.sign_agreement)
         s.rows.append(("LM-head vs full sign agreement over training (Fig. 10)", f"{fmt(pm)} [{fmt(plo)}, {fmt(phi)}]", "≈ 0.7"))
     return s
 
 
+TABLE1_RULE = (
+    "LM-head closed form, same+low-confidence masks minus random masks, each a difference of proportions with a 95% CI: "
+    "(i) the signed Boost Rate (share of candidates with sign(δ) = sign(Σ_M A), over candidates with Σ_M A ≠ 0), which "
+    "measures coupling whatever the sign mix of the masked tokens; (ii) the sign-controlled raw Boost Rate, defined only "
+    "when every masked token has one sign (--mask-sign positive: Boost Rate; negative: 100 − Boost Rate).  Supported if "
+    "(i) and, where defined, (ii) lie above 0; not supported if either lies below 0; else inconclusive.  P(Σ_M A > 0) is "
+    "shown per condition so the sign-balance confound can be read off; with --mask-sign any or same the raw Boost Rate is "
+    "shown, not judged.")
+
+
 def claim_table1(store) -> Section:
-    s = Section("4. Table 1: masking same-token low-confidence tokens boosts the candidate most", "table1",
-                "boost rate (LM-head closed form) of same+low-confidence masks minus random masks, as a difference of "
-                "proportions with a 95% CI: supported if above 0 and the same-token row is also above random; not "
-                "supported if the CI is below or covers only values <= 0 ... decided on the interval.")
+    from .analysis.masking import CONDITIONS, PAPER_TABLE1, MaskSummary
+
+    s = Section("4. Table 1: masking same-token low-confidence tokens moves the candidate most", "table1", TABLE1_RULE)
     run = store.latest("mask-effect")
     if run is None:
         return _missing(s, "run `cancel mask-effect`")
-    t = run.read_table("table1").set_index("condition")
-    n = int(t.loc["random", "head_n"])
-    d, lo, hi = prop_diff(t.loc["same_lowconf", "head_boost_rate"], n, t.loc["random", "head_boost_rate"], n)
-    d2, lo2, hi2 = prop_diff(t.loc["same", "head_boost_rate"], n, t.loc["random", "head_boost_rate"], n)
-    for c, lab in (("random", "random"), ("same", "same token"), ("lowconf", "low confidence"), ("same_lowconf", "same + low conf.")):
-        r = t.loc[c]
-        s.rows.append((f"{lab}: BR head / full, MB head / full",
-                       f"{fmt(r.head_boost_rate, 1)} / {fmt(r.full_boost_rate, 1)}, {fmt(r.head_mean_boost, 5)} / {fmt(r.full_mean_boost, 5)}",
-                       f"{r.paper_head_boost_rate:.1f} / {r.paper_full_boost_rate:.1f}, {r.paper_head_mean_boost:+.4f} / {r.paper_full_mean_boost:+.4f}"))
-    v1, v2 = interval_verdict(lo, hi), interval_verdict(lo2, hi2)
-    s.verdict = "supported" if v1 == v2 == "supported" else "not supported" if "not supported" in (v1, v2) else "inconclusive"
-    s.why = (f"same+low-conf minus random boost rate {fmt(d, 1)} points (95% CI [{fmt(lo, 1)}, {fmt(hi, 1)}]); same-token minus "
-             f"random {fmt(d2, 1)} [{fmt(lo2, 1)}, {fmt(hi2, 1)}]; {n} candidates")
-    s.rule = ("boost-rate differences (LM-head closed form) of same+low-confidence and of same-token masks vs random masks, "
-              "each with a 95% CI: supported if both CIs lie above 0, not supported if either lies below 0, else inconclusive.")
+    sm = MaskSummary.of(run)
+    h, f = sm.head, sm.full
+    labels = {"random": "random", "same": "same token", "lowconf": "low confidence", "same_lowconf": "same + low conf."}
+    for c in CONDITIONS:
+        p = PAPER_TABLE1[c]
+        s.rows.append((f"{labels[c]}: BR / P(ΣA>0) / signed BR / MB, head; full",
+                       f"{fmt(h[c].boost_rate, 1)} / {fmt(h[c].p_sum_pos, 1)} / {fmt(h[c].signed_boost_rate, 1)} / "
+                       f"{fmt(h[c].mean_boost, 5)}; {fmt(f[c].boost_rate, 1)} / {fmt(f[c].p_sum_pos, 1)} / "
+                       f"{fmt(f[c].signed_boost_rate, 1)} / {fmt(f[c].mean_boost, 5)}",
+                       f"BR {p[0]:.1f}, MB {p[1]:+.4f}; BR {p[2]:.1f}, MB {p[3]:+.4f}"))
+    verdicts, why = table1_verdicts(sm)
+    s.verdict = ("supported" if all(v == "supported" for v in verdicts) else
+                 "not supported" if "not supported" in verdicts else "inconclusive")
+    s.why = why
+    d2, lo2, hi2 = prop_diff(h["same"].signed_boost_rate, h["same"].n_signed, h["random"].signed_boost_rate, h["random"].n_signed)
+    s.notes.append(f"Masks: --mask-sign {sm.mask_sign}, |M| = {sm.mask_size}, low confidence {sm.low_conf} "
+                   f"(p < {fmt(sm.low_conf_threshold_p, 4)}, {fmt(sm.low_conf_share * 100, 1)}% of response tokens); "
+                   f"{sm.candidates} head / {sm.full_candidates} full candidates.")
+    s.notes.append(f"Same token alone minus random, signed BR (head): {fmt(d2, 1)} points (95% CI [{fmt(lo2, 1)}, {fmt(hi2, 1)}]).")
+    s.notes.append(f"The first-order term (Eq. 9) predicts the sign of the LM-head masking effect for "
+                   f"{fmt(sm.first_order_sign_agreement * 100, 1)}% of (candidate, mask) pairs.")
     return s
+
+
+def table1_verdicts(sm) -> tuple[list[str], str]:
+    """The interval verdicts of TABLE1_RULE for a MaskSummary, and the sentence that states them."""
+    h = sm.head
+    a, b = h["same_lowconf"], h["random"]
+    d, lo, hi = prop_diff(a.signed_boost_rate, a.n_signed, b.signed_boost_rate, b.n_signed)
+    verdicts = [interval_verdict(lo, hi)]
+    why = f"same+low-conf minus random signed BR {fmt(d, 1)} points (95% CI [{fmt(lo, 1)}, {fmt(hi, 1)}])"
+    direction = {"positive": 1, "negative": -1}.get(sm.mask_sign)
+    if direction is not None:
+        d2, lo2, hi2 = prop_diff(a.boost_rate, a.n, b.boost_rate, b.n)
+        d2, lo2, hi2 = (direction * d2, *sorted((direction * lo2, direction * hi2)))
+        verdicts.append(interval_verdict(lo2, hi2))
+        why += (f"; sign-controlled raw BR ({sm.mask_sign} masks) {fmt(d2, 1)} points (95% CI [{fmt(lo2, 1)}, {fmt(hi2, 1)}])")
+    else:
+        why += f"; raw BR not sign-controlled (--mask-sign {sm.mask_sign}), not judged"
+    return verdicts, why + f"; {h['random'].n} candidates"
 
 
 def claim_value(store) -> Section:
@@ -200,9 +226,9 @@ def claim_value(store) -> Section:
     s.verdict = "supported" if vs == ["supported"] * 2 else "not supported" if "not supported" in vs else "inconclusive"
     s.why = f"positive-origin gap {fmt(sm.get('gap_pos'))}, negative-origin gap {fmt(sm.get('gap_neg'))} (CIs in the table)"
     s.notes.append(f"{sm.get('skipped_confident')} of {sm.get('tokens')} tokens had p > 1-1e-3 and were skipped (Eq. 20 divides by 1-p).")
-    rep = [r for r in reversed(store.runs("mc-value")) if r.status == "done" and r.has_table("repeat")]
+    rep = store.latest("mc-value", where=lambda r: r.has_table("repeat"))
     if rep:
-        rp = rep[0].read_table("repeat")
+        rp = rep.read_table("repeat")
         s.notes.append("Fig. 11 (repeated updates): gap after 1..K updates = " +
                        ", ".join(fmt(v) for v in rp.gap_all) + " (paper: grows monotonically).")
     return s

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from . import report_stats as rs
-from .report import Section, _missing, fmt
+from .report_section import Section, _missing, fmt
 from .scope import per_seed, scoped
 
 PAPER_TABLE2_AVG = {"baseline": "37.8 / 31.9 / 49.1", "QB": "42.3 / 33.7 / 50.2", "RB": "42.4 / 35.5 / 50.1",

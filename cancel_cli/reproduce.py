@@ -1,7 +1,8 @@
 """``cancel reproduce``: every experiment at a preset, every figure and table, and figures/REPORT.md.
 
 Stages run in order with a progress bar; each stage is an ordinary command run in the store, so any
-figure can be re-rendered later with ``cancel plot``.  The toy preset finishes in about 15 minutes on 2
+figure can be re-rendered later with ``cancel plot``.  Every stage's settings come from ``experiments/<command>_<scale>.yaml`` (the same presets as ``cancel
+<command> --preset``); ``experiments/reproduce_<scale>.yaml`` names the stages.  The toy preset finishes in about 15 minutes on 2
 CPU cores; the paper preset uses the paper's settings (M=256, 128 prompts x 8, verl training) and needs
 GPUs.
 """
@@ -9,87 +10,109 @@ GPUs.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Callable
 
 from .console import info, progress
 from .errors import UserError
 
-TOY = {
-    "rollout": dict(temperature=1.0, top_p=1.0, max_new_tokens=96, data="toy"),
-    "flip": dict(steps=6, prompts=32, n=8, lr=2e-4, optimizer="adamw", minibatch_prompts=8),
-    "positive_only": dict(prompts=32, n=8, optimizer="sgd", lr=0.1, train_steps=8, train_lr=2e-4),
-    "coupling": dict(prompts=8, n=8),
-    "mask": dict(prompts=8, n=8, candidates=256, mask_size=8, full_candidates=64),
-    "mc_value": dict(prompts=16, n=8, M=128, per_cell=16, repeat=5),
-    "budget": dict(M=64, candidates=48),
-    "train": dict(preset="train_toy", probe_proxy_every=5),
-    "eval": dict(k=4, limit=256),
-}
-PAPER = {
-    "rollout": dict(temperature=1.0, top_p=1.0, max_new_tokens=8192, data="dapo17k"),
-    "flip": dict(steps=20, prompts=128, n=8, lr=1e-6, optimizer="adamw", minibatch_prompts=32),
-    "positive_only": dict(prompts=128, n=8, optimizer="sgd", lr=0.1, train_steps=20, train_lr=1e-6),
-    "coupling": dict(prompts=16, n=8),
-    "mask": dict(prompts=16, n=8, candidates=256, mask_size=8, full_candidates=64),
-    "mc_value": dict(prompts=64, n=8, M=256, per_cell=64, repeat=5),
-    "budget": dict(M=256, candidates=256),
-    "train": dict(preset=None, probe_proxy_every=10),
-    "eval": dict(k=0, limit=0),
-}
+SCALES = ("toy", "paper")
 
 
-def stages(model: str, preset: dict, seed: int, device: str):
+@dataclass
+class ReproduceConfig:
+    """Stage-level choices of ``reproduce`` (``experiments/reproduce_<scale>.yaml``); every stage's own
+    settings come from ``experiments/<command>_<scale>.yaml``."""
+
+    train_preset: str = "train_toy"  # "{model}" is replaced by the model name
+    probe_proxy_every: int = 5  # Fig. 10 probe on the baseline training run
+    budget_axes: list = field(default_factory=lambda: ["batch-size", "rollout-n", "reward-mix"])
+    train_variants: dict = field(default_factory=dict)  # label -> TrainConfig overrides
+    eval_variants: list = field(default_factory=list)  # train variants evaluated for Table 2
+
+
+@dataclass
+class Stage:
+    name: str
+    command: str
+    config: dict  # the resolved config (eval over train runs: without the run id, known only then)
+    run: Callable
+
+
+def stage_config(command: str, scale: str, model: str, seed: int, device: str, **over):
+    """``<command>_<scale>.yaml`` < (model, seed, device, ``over``), as the CLI resolves a preset."""
+    from .config import command_config, resolve_config, resolve_device
+
+    cls = command_config(command)
+    names = {f.name for f in fields(cls)}
+    device, dtype = resolve_device(device)
+    typed = {k: v for k, v in dict(model=model, seed=seed, device=device, dtype=dtype).items() if k in names}
+    preset = over.pop("preset", f"{command}_{scale}")
+    return resolve_config(cls, typed={**typed, **over}, preset=preset, command=command)
+
+
+def train_preset(rc: ReproduceConfig, model: str) -> str:
+    from .config import preset_names
+
+    name = rc.train_preset.format(model=model)
+    return name if name in preset_names() else "train_paper"
+
+
+def stage_plan(model: str, scale: str, seed: int, device: str) -> list[Stage]:
     from .analysis import budget, coupling, entropy_gap, evaluate, flip_run, masking, positive_only, value
-    from .grpo import trainer
+    from .config import from_dict, load_preset, to_dict
 
-    ro = dict(preset["rollout"], model=model, seed=seed, device=device,
-              dtype="float32" if device == "cpu" else "bfloat16")
-    tr_preset = preset["train"]["preset"] or f"train_{model}"
-    out = [
-        ("flip", lambda st: flip_run.run([model], {**ro, **preset["flip"]}, st)),
-        ("positive-only", lambda st: positive_only.run(positive_only.PositiveOnlyConfig(**ro, **preset["positive_only"]), st)),
-        ("coupling", lambda st: coupling.run(coupling.CouplingConfig(**ro, **preset["coupling"]), st)),
-        ("mask-effect", lambda st: masking.run(masking.MaskConfig(**ro, **preset["mask"]), st)),
-        ("mc-value", lambda st: value.run(value.ValueConfig(**ro, **preset["mc_value"]), st)),
-        ("entropy-gap", lambda st: entropy_gap.run(entropy_gap.EntropyGapConfig(seed=seed), st)),
-    ]
-    for axis in ("batch-size", "rollout-n", "reward-mix"):
-        out.append((f"budget-sweep {axis}", lambda st, a=axis: budget.run(
-            budget.BudgetConfig(**ro, **preset["budget"], axis=a), st)))
-    from .config import load_preset
+    if scale not in SCALES:
+        raise UserError(f"unknown preset {scale!r} ({' | '.join(SCALES)})")
+    rc = from_dict(ReproduceConfig, load_preset(f"reproduce_{scale}"), f"reproduce_{scale}")
 
-    base = {k: v for k, v in load_preset(tr_preset).items() if k != "description"}
-    base.update(seed=seed, device=device, model=model)
-    variants = [("baseline", dict(plan="verl-default", probe_proxy_every=preset["train"]["probe_proxy_every"])),
-                ("QB", dict(plan="query-preserved")), ("RB", dict(plan="verl-default", rb=True)),
-                ("QB+RB", dict(plan="query-preserved", rb=True)), ("sign-partitioned", dict(plan="sign-partitioned"))]
-    for label, kw in variants:
-        out.append((f"train {label}", lambda st, kw=kw: _train(trainer, {**base, **kw}, st, device)))
-    out.append(("eval (Table 2)", lambda st: _eval_trains(evaluate, st, preset, seed, device)))
-    out.append(("eval --sweep-sampling (Table 4)", lambda st: evaluate.run(evaluate.EvalConfig(
-        model=model, sweep_sampling=True, k=preset["eval"]["k"], limit=preset["eval"]["limit"], seed=seed,
-        device=device, engine="auto"), st)))
+    def cfg(command, **over):
+        return stage_config(command, scale, model, seed, device, **over)
+
+    out = [Stage("flip", "flip", to_dict(c := cfg("flip", models=[model])), lambda st, c=c: flip_run.run(c, st))]
+    for name, module in (("positive-only", positive_only), ("coupling", coupling), ("mask-effect", masking),
+                         ("mc-value", value), ("entropy-gap", entropy_gap)):
+        c = cfg(name)
+        out.append(Stage(name, name, to_dict(c), lambda st, c=c, m=module: m.run(c, st)))
+    for axis in rc.budget_axes:
+        c = cfg("budget-sweep", axis=axis)
+        out.append(Stage(f"budget-sweep {axis}", "budget-sweep", to_dict(c), lambda st, c=c: budget.run(c, st)))
+    tp = train_preset(rc, model)
+    for i, (label, kw) in enumerate(rc.train_variants.items()):
+        probe = {"probe_proxy_every": rc.probe_proxy_every} if i == 0 else {}
+        c = cfg("train", preset=tp, **{**kw, **probe})
+        out.append(Stage(f"train {label}", "train", to_dict(c), lambda st, c=c: _train(c, st)))
+    c = cfg("eval")
+    out.append(Stage("eval (Table 2)", "eval", to_dict(c), lambda st, c=c: _eval_trains(evaluate, st, c, rc.eval_variants)))
+    c = cfg("eval", sweep_sampling=True)
+    out.append(Stage("eval --sweep-sampling (Table 4)", "eval", to_dict(c), lambda st, c=c: evaluate.run(c, st)))
     return out
 
 
-def _train(trainer, cfg: dict, store, device):
-    tc = trainer.TrainConfig(**cfg)
-    if device != "cpu" and tc.model != "toy":
+def stages(model: str, scale: str, seed: int, device: str):
+    """(name, run(store)) per stage, in order."""
+    return [(s.name, s.run) for s in stage_plan(model, scale, seed, device)]
+
+
+def _train(tc, store):
+    from .grpo import trainer
+
+    if tc.device != "cpu" and tc.model != "toy":
         from .verl_ext.launcher import launch
 
         return launch(tc, store)
     return trainer.run(tc, store)
 
 
-def _eval_trains(evaluate, store, preset, seed, device):
+def _eval_trains(evaluate, store, cfg, labels):
     from .plots.training import train_runs
 
     runs = train_runs(store)
     last = None
-    for label in ("baseline", "QB", "RB", "QB+RB"):
+    for label in labels:
         if label in runs:
-            last = evaluate.run(evaluate.EvalConfig(run=runs[label].id, k=preset["eval"]["k"], limit=preset["eval"]["limit"],
-                                                    seed=seed, device=device), store)
+            last = evaluate.run(replace(cfg, run=runs[label].id), store)
     return last
 
 
@@ -131,17 +154,13 @@ def reproduce(model: str, preset_name: str, store, out: Path, seed: int = 0, dev
     seeds); stage s of seed k runs against the store scoped to (model, seed k), so a stage that reads an
     earlier stage's latest run (entropy-gap reads mc-value, eval reads train) reads its own seed's.  Seeds
     share the process: imports, the tokenizer files and the value cache."""
-    presets = {"toy": TOY, "paper": PAPER}
-    if preset_name not in presets:
-        raise UserError(f"unknown preset {preset_name!r} (toy | paper)")
     seed_ids = seed_list(preset_name, seeds, seed)
     if preset_name == "toy" and model != "toy":
         info(f"[yellow]note: the toy preset with --model {model}: small batches, short responses[/yellow]")
     store.check_writable()
     from .scope import scoped
 
-    preset = presets[preset_name]
-    plans = {s: stages(model, preset, s, device) for s in seed_ids}
+    plans = {s: stages(model, preset_name, s, device) for s in seed_ids}
     index = {name: j for j, (name, _) in enumerate(plans[seed_ids[0]])}
     names = cheapest_first(list(index))
     t0, timings, cpu, runs = time.time(), {}, {}, {}

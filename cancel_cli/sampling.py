@@ -60,14 +60,12 @@ class TorchSampler:
 
     @torch.no_grad()
     def continue_prefixes(self, prefixes: list[list[int]], m: int, params: SamplingParams,
-                          generator: torch.Generator | None = None, logprobs: list | None = None,
+                          generator: torch.Generator | None = None,
                           budgets: list[int] | None = None) -> list[list[list[int]]]:
         """For each prefix, ``m`` continuations (token ids, ending with EOS when one was sampled).
 
-        Each prefix is encoded once and its KV cache repeated ``m`` times (shared-prefix sampling).  If
-        ``logprobs`` is a list, it is extended with the per-token log softmax(logits / T) of every
-        sampled token, in the same nesting as the result.  ``budgets`` caps the continuation length per
-        prefix (default ``params.max_new_tokens`` for all)."""
+        Each prefix is encoded once and its KV cache repeated ``m`` times (shared-prefix sampling).
+        ``budgets`` caps the continuation length per prefix (default ``params.max_new_tokens`` for all)."""
         if m < 1:
             raise ValueError(f"number of continuations must be >= 1, got {m}")
         per_chunk = max(1, self.max_rows // m)
@@ -77,22 +75,16 @@ class TorchSampler:
         for i, p in enumerate(prefixes):
             by_len.setdefault(len(p), []).append(i)
         out: list = [None] * len(prefixes)
-        lps: list = [None] * len(prefixes)
         for idx in by_len.values():
             for s in range(0, len(idx), per_chunk):
                 part = idx[s : s + per_chunk]
                 bud = [budgets[i] for i in part] if budgets is not None else None
-                got_lp = [] if logprobs is not None else None
-                got = self._continue_chunk([prefixes[i] for i in part], m, params, generator, got_lp, bud)
+                got = self._continue_chunk([prefixes[i] for i in part], m, params, generator, bud)
                 for j, i in enumerate(part):
                     out[i] = got[j]
-                    if got_lp is not None:
-                        lps[i] = got_lp[j]
-        if logprobs is not None:
-            logprobs.extend(lps)
         return out
 
-    def _continue_chunk(self, prefixes, m, params, generator, logprobs=None, budgets=None):
+    def _continue_chunk(self, prefixes, m, params, generator, budgets=None):
         from transformers import DynamicCache
 
         model, eos, pad = self.policy.model, self.policy.eos_id, self.policy.pad_id
@@ -118,7 +110,6 @@ class TorchSampler:
         steps = int(cap.max())
         no_pad = bool(mask.all())
         out = torch.full((n, steps), -1, dtype=torch.long, device=dev)  # sampled tokens, -1 = none
-        out_lp = torch.zeros((n, steps), device=dev) if logprobs is not None else None
         live = torch.ones(n, dtype=torch.bool, device=dev)
         for step in range(steps):
             # without padding the mask is all ones: omit it so attention takes the plain causal path
@@ -126,10 +117,6 @@ class TorchSampler:
                            past_key_values=cache, use_cache=True).logits[:, -1]
             nxt = draw(logits, params, generator)
             out[rows[live], step] = nxt[live]
-            if out_lp is not None:
-                temp = params.temperature or 1.0
-                lp = torch.log_softmax(logits.float() / temp, -1).gather(-1, nxt[:, None]).squeeze(-1)
-                out_lp[rows[live], step] = lp[live]
             live = live & (nxt != eos) & (cap[rows] > step + 1)
             if not live.any():
                 break
@@ -143,10 +130,6 @@ class TorchSampler:
         lengths = (out >= 0).sum(1).tolist()
         out_l = out.tolist()
         result = [row[:k] for row, k in zip(out_l, lengths)]
-        if logprobs is not None:
-            lp_l = out_lp.tolist()
-            lps = [row[:k] for row, k in zip(lp_l, lengths)]
-            logprobs.extend(lps[i * m : (i + 1) * m] for i in range(len(prefixes)))
         return [result[i * m : (i + 1) * m] for i in range(len(prefixes))]
 
     def rollouts(self, prompts: list[list[int]], n: int, params: SamplingParams,

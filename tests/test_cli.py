@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -20,10 +19,13 @@ def test_help_lists_every_subcommand():
         assert c in res.output
 
 
-def test_help_is_fast():
-    t = time.time()
-    subprocess.run([sys.executable, "-m", "cancel_cli", "--help"], check=True, capture_output=True)
-    assert time.time() - t < 1.5
+def test_help_imports_no_heavy_module():
+    """`cancel --help` stays instant: no torch / transformers / pandas / verl import (checked, not timed)."""
+    code = ("import sys; from typer.testing import CliRunner; from cancel_cli.cli import app; "
+            "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'pandas', 'verl'}))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
 
 
 def _one_line_error(res):

@@ -28,7 +28,7 @@ def test_flip_two_models_and_plot(store_dir, tmp_path):
     out = cli(store_dir, "flip", "--model", "toy", "--model", str(TOY_DIR), "--steps", "2", "--prompts", "8")
     assert out["status"] == "done"
     s = out["summary"]
-    assert 0 <= s["toy/pos_boosted"] <= 1 and f"{TOY_DIR}/neg_boosted" in s
+    assert 0 <= s["shares"]["toy"]["pos_boosted"] <= 1 and "neg_boosted" in s["shares"][str(TOY_DIR)]
     run = Store(store_dir).get(out["id"])
     tokens = run.read_table("tokens")
     assert {"token_text", "delta", "class", "entropy", "advantage"} <= set(tokens.columns)
@@ -50,7 +50,7 @@ def test_positive_only_with_all_rewards_zero_leaves_the_model_unchanged(toy, toy
 
 
 def test_flip_classes_on_a_hand_built_two_rollout_case():
-    from cancel_cli.analysis.flip import classify, flip_rate, flip_summary
+    from cancel_cli.grpo.probe import classify, flip_rate, flip_summary
 
     delta = [2e-6, -3e-6, 5e-7, 0.1, -0.2, 1e-6]  # rollout A (A>0): 3 tokens; rollout B (A<0): 3 tokens
     adv = [1.0, 1.0, 1.0, -1.0, -1.0, -1.0]
@@ -63,10 +63,12 @@ def test_flip_classes_on_a_hand_built_two_rollout_case():
     assert flip_rate(delta, adv) == pytest.approx(2 / 4)  # moved tokens: -3e-6 (A>0) and 0.1 (A<0) flip
 
 
-def test_positive_only_command_and_fig4(store_dir, tmp_path):
+def test_positive_only_command_and_fig4(tmp_path):
+    store_dir = tmp_path / "results"  # its own store: fig1 needs a flip run, made here (no other test's run)
+    cli(store_dir, "flip", "--steps", "1", "--prompts", "4", "--minibatch-prompts", "2")
     out = cli(store_dir, "positive-only", "--prompts", "8", "--steps", "2")
     s = out["summary"]
-    assert 0 <= s["flip_rate_grpo"] <= 1 and 0 <= s["format_mass_grpo"] <= 1
+    assert 0 <= s["update"]["grpo"]["pos_suppressed"] <= 1 and 0 <= s["format_mass"]["grpo"] <= 1
     run = Store(store_dir).get(out["id"])
     var = run.read_table("variants")
     mass = var[[c for c in var.columns if c.startswith("mass_")]].sum(1)
@@ -81,11 +83,17 @@ def test_coupling_and_mask_effect_commands(store_dir, tmp_path):
     s = out["summary"]
     assert s["max_abs_head_minus_proxy"] < 1e-3
     assert s["same_mean_hh"] > s["diff_mean_hh"]
-    out = cli(store_dir, "mask-effect", "--prompts", "8", "--candidates", "32", "--full-candidates", "4", "--mask-size", "4")
+    out = cli(store_dir, "mask-effect", "--prompts", "8", "--candidates", "32", "--full-candidates", "4", "--mask-size", "4",
+              "--mask-sign", "negative", "--low-conf", "q0.3")
     run = Store(store_dir).get(out["id"])
     t1 = run.read_table("table1")
     assert list(t1.condition) == ["random", "same", "lowconf", "same_lowconf"]
     assert (t1.head_n == 32).all() and (t1.full_n == 4).all()
+    # --mask-sign reaches the masks of the run (a run that ignored it would mask tokens of both signs)
+    cand = run.read_table("candidates")
+    assert (cand.n_positive == 0).all() and (cand.sum_A < 0).all()
+    assert (t1.head_p_sum_pos == 0).all() and (t1.full_p_sum_pos == 0).all()
+    assert out["summary"]["low_conf"] == "q0.3" and out["summary"]["low_conf_threshold_p"] < 1
     for fig in ("fig2", "fig3", "table1"):
         assert runner.invoke(app, ["--results", str(store_dir), "plot", fig, "--out", str(tmp_path)]).exit_code == 0
     assert "paper" in (tmp_path / "table1.md").read_text()
@@ -142,9 +150,9 @@ def test_train_resume_continues_without_duplicates(tmp_path, monkeypatch):
 def test_rb_with_no_mixed_groups_stops_with_a_clear_message(tmp_path, monkeypatch):
     import torch
 
-    from cancel_cli.analysis import common
+    from cancel_cli import rollout
 
-    real = common.sample_batch
+    real = rollout.sample_batch
 
     def always_right(*a, **kw):
         b = real(*a, **kw)
@@ -161,6 +169,6 @@ def test_rb_with_no_mixed_groups_stops_with_a_clear_message(tmp_path, monkeypatc
 def test_flip_from_a_train_run(tmp_path):
     tr = cli(tmp_path, "train", "--steps", "2", "--prompts", "4", "--minibatch-prompts", "2", "--val-every", "5")
     out = cli(tmp_path, "flip", "--from-run", tr["id"])
-    assert out["summary"]["steps"] == 2 and 0 <= out["summary"]["pos_boosted"] <= 1
+    assert out["summary"]["steps"] == 2 and 0 <= out["summary"]["shares"]["toy"]["pos_boosted"] <= 1
     res = runner.invoke(app, ["--results", str(tmp_path), "flip", "--from-run", out["id"]])
     assert res.exit_code == 2 and "needs a train run" in res.output

@@ -2,7 +2,7 @@ import torch
 
 from cancel_cli.analysis.common import flat_tokens
 from cancel_cli.analysis.kernel import phi_block, proxy_kernel
-from cancel_cli.analysis.masking import FullPath, head_closed_form
+from cancel_cli.analysis.masked_update import FullPath, head_closed_form
 from cancel_cli.grpo.update import OptimConfig, grpo_update
 
 

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,8 +5,6 @@ import pytest
 from cancel_cli.evaluation import avg_at_k, benchmark_k, pass_at_1, score_frame
 from cancel_cli.tasks.data import BENCHMARKS, load_benchmark
 from cancel_cli.tasks.reward import score_batch
-
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 
 
 def test_avg_at_k_and_pass_at_1_on_hand_made_samples():
@@ -28,10 +24,9 @@ def test_paper_metrics_per_benchmark():
     assert [benchmark_k(b) for b in ("math500", "minerva", "olympiadbench")] == [1, 1, 1]
 
 
-@pytest.mark.skipif(not BENCH.exists(), reason="shared benchmark data not present")
 @pytest.mark.parametrize("name", list(BENCHMARKS))
-def test_gold_answers_score_100_and_shifted_answers_0(name):
-    probs = load_benchmark(name, BENCH)
+def test_gold_answers_score_100_and_shifted_answers_0(name, shared_data):
+    probs = load_benchmark(name)  # found through $CANCEL_DATA
     golds = [p.answer for p in probs]
     right = score_batch([f"Thus the answer is \\boxed{{{g}}}." for g in golds], golds)
     assert np.mean(right) == 1.0

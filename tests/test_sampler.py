@@ -42,18 +42,29 @@ def test_top_p_keeps_the_nucleus_only():
     assert p[0, 2] > 0 and p[0, 3] == 0
 
 
-def test_policy_logprobs_equal_sampler_logprobs(toy):
+def test_policy_logprobs_equal_sampler_logprobs(toy, monkeypatch):
+    """The KV-cache sampling path and the training-path forward give the same log-probabilities: the
+    logits each sampling step draws from are recorded (one prefix, one continuation: one row throughout)."""
+    from cancel_cli import sampling
     from cancel_cli.rollout import build_batch
 
-    prompts = [toy.encode("Add 12+345.\n"), toy.encode("Add 901+99.\n")]
-    lps = []
-    outs = TorchSampler(toy).continue_prefixes(prompts, 4, SamplingParams(1.0, 1.0, 96),
-                                               torch.Generator().manual_seed(0), logprobs=lps)
-    batch = build_batch(toy, [p for p in prompts for _ in range(4)], [r for g in outs for r in g])
-    st = toy.token_stats(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
-    flat = [r for g in lps for r in g]
-    for i, row in enumerate(flat):
-        assert np.allclose(st.logprob[i, : len(row)].numpy(), row, atol=1e-4)
+    seen, real = [], sampling.draw
+
+    def recording(logits, params, generator):
+        tok = real(logits, params, generator)
+        seen.append(float(torch.log_softmax(logits.float(), -1)[0, tok[0]]))
+        return tok
+
+    monkeypatch.setattr(sampling, "draw", recording)
+    for text in ("Add 12+345.\n", "Add 901+99.\n"):
+        prompt = toy.encode(text)
+        seen.clear()
+        (resp,) = TorchSampler(toy).continue_prefixes([prompt], 1, SamplingParams(1.0, 1.0, 96),
+                                                      torch.Generator().manual_seed(0))[0]
+        batch = build_batch(toy, [prompt], [resp])
+        st = toy.token_stats(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+        assert len(seen) == len(resp) > 3
+        assert np.allclose(st.logprob[0, : len(resp)].numpy(), seen, atol=1e-4)
 
 
 def test_shared_prefix_continuations_are_fresh_samples(toy):

@@ -32,8 +32,8 @@ from ..errors import UserError
 from ..grpo.advantages import grpo_advantage
 from ..grpo.update import OptimConfig, grpo_update
 from ..rollout import RolloutBatch
-from .common import ProblemSource, RolloutConfig, experiment_run, sample_batch, setup
-from .flip import classify
+from ..rollout import ProblemSource, RolloutConfig, experiment_run, sample_batch, setup
+from ..grpo.probe import classify
 from .value import SKIP_P, token_values
 
 AXES = {"batch-size": [16, 32, 48, 64, 80, 96], "rollout-n": list(range(1, 9)), "reward-mix": list(range(0, 9))}

@@ -24,8 +24,31 @@ import torch
 
 from ..config import check_positive
 from ..console import print_table
-from .common import RolloutConfig, batch_for, experiment_run, flat_tokens, setup
-from .kernel import kernel_blocks, proxy_kernel
+from ..summary import Summary
+from ..rollout import RolloutConfig, experiment_run, setup
+from .common import batch_for, flat_tokens
+from .kernel import contribution, kernel_blocks, proxy_kernel
+
+
+@dataclass
+class CouplingSummary(Summary):
+    SCHEMA = 1
+    tokens: int
+    tokens_used: int
+    same_mean_hh: float
+    diff_mean_hh: float
+    same_mean_phi: float
+    diff_mean_phi: float
+    same_abs_contribution: float  # mean |A_k <h_j,h_k> phi_jk| over same-token pairs (Eq. 9)
+    diff_abs_contribution: float
+    contribution_high_high: float  # ... over pairs in the highest entropy bin (both tokens)
+    contribution_low_low: float
+    pearson_proxy_exact: float
+    spearman_proxy_exact: float
+    exact_kernel: str  # exact | sketch
+    exact_tokens: int
+    max_abs_head_minus_proxy: float  # NaN with a sketched kernel
+    head_share_of_kernel_norm: float
 
 
 @dataclass
@@ -110,7 +133,7 @@ def run(cfg: CouplingConfig, store):
             offdiag = torch.ones_like(same)
             if J == K:
                 offdiag.fill_diagonal_(False)
-            contrib = A[K][None, :] * hh * phi / cfg.temperature**2  # A_k <h_j,h_k> phi_jk (Eq. 9)
+            contrib = contribution(hh, phi, A[K][None, :], cfg.temperature)  # A_k <h_j,h_k> phi_jk (Eq. 9)
             for s, mask in ((1, same & offdiag), (0, ~same & offdiag)):
                 agg["n"][s] += mask.sum()
                 agg["hh"][s] += hh[mask].double().sum()
@@ -130,7 +153,7 @@ def run(cfg: CouplingConfig, store):
         pairs = pd.DataFrame({"j": sub[pair_j].numpy(), "k": sub[pair_k].numpy(), "same_token": (o[pair_j] == o[pair_k]).numpy(),
                               "hh": sampled["hh"].numpy(), "phi": sampled["phi"].numpy(), "A_k": A[pair_k].numpy(),
                               "entropy_j": ent[pair_j].numpy(), "entropy_k": ent[pair_k].numpy()})
-        pairs["contribution"] = pairs.A_k * pairs.hh * pairs.phi / cfg.temperature**2
+        pairs["contribution"] = contribution(pairs.hh, pairs.phi, pairs.A_k, cfg.temperature)
         run.write_table("pairs", pairs)
         stats = []
         for s, name in ((1, "same"), (0, "different")):
@@ -151,12 +174,12 @@ def run(cfg: CouplingConfig, store):
         run.write_table("exact_pairs", exact["pairs"])
         same, diff = stats
         hm = pd.DataFrame(heat_rows)
-        summary = {"tokens": N, "tokens_used": n, "same_mean_hh": same["mean_hh"], "diff_mean_hh": diff["mean_hh"],
-                   "same_mean_phi": same["mean_phi"], "diff_mean_phi": diff["mean_phi"],
-                   "same_abs_contribution": same["mean_abs_contribution"], "diff_abs_contribution": diff["mean_abs_contribution"],
-                   "contribution_high_high": float(hm[(hm.bin_j == B - 1) & (hm.bin_k == B - 1)].mean_abs_contribution.iloc[0]),
-                   "contribution_low_low": float(hm[(hm.bin_j == 0) & (hm.bin_k == 0)].mean_abs_contribution.iloc[0]),
-                   **exact["summary"]}
+        summary = CouplingSummary(
+            tokens=N, tokens_used=n, same_mean_hh=same["mean_hh"], diff_mean_hh=diff["mean_hh"],
+            same_mean_phi=same["mean_phi"], diff_mean_phi=diff["mean_phi"], same_abs_contribution=same["mean_abs_contribution"],
+            diff_abs_contribution=diff["mean_abs_contribution"],
+            contribution_high_high=float(hm[(hm.bin_j == B - 1) & (hm.bin_k == B - 1)].mean_abs_contribution.iloc[0]),
+            contribution_low_low=float(hm[(hm.bin_j == 0) & (hm.bin_k == 0)].mean_abs_contribution.iloc[0]), **exact["summary"])
         print_table("coupling: same vs different token pairs", stats)
         run.finish(summary)
     return run, summary
@@ -177,7 +200,8 @@ def exact_vs_proxy(policy, batch, ft, cfg: CouplingConfig, gen) -> dict:
     same = (ft.token[idx][iu[0]] == ft.token[idx][iu[1]]).numpy()
     out = {"pearson_proxy_exact": float(np.corrcoef(e, p)[0, 1]),
            "spearman_proxy_exact": float(pd.Series(e).rank().corr(pd.Series(p).rank())),  # Pearson of ranks
-           "exact_kernel": "sketch" if sketch else "exact", "exact_tokens": len(idx)}
+           "exact_kernel": "sketch" if sketch else "exact", "exact_tokens": len(idx),
+           "max_abs_head_minus_proxy": float("nan"), "head_share_of_kernel_norm": float("nan")}
     if sketch is None:
         hs = head_share(policy, G)
         head = G[:, hs] @ G[:, hs].T

@@ -5,11 +5,12 @@ resampled within each class).  Reads cached values only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from ..config import to_dict
 from ..console import print_table
 from ..errors import UserError
 
@@ -48,7 +49,8 @@ def run(cfg: EntropyGapConfig, store):
     if src is None:
         raise UserError("no done mc-value run in the store; run `cancel mc-value` first")
     vals = src.read_table("values_final")  # candidate tokens with entropy, class and value
-    with store.running("entropy-gap", {"from_run": src.id, "bootstrap": cfg.bootstrap, "seed": cfg.seed},
+    cfg = replace(cfg, from_run=src.id)  # run.json holds the resolved config
+    with store.running("entropy-gap", to_dict(cfg),
                        model=src.meta.get("model", ""), model_hash=src.meta.get("model_hash", ""), seed=cfg.seed) as run:
         curve = gap_curve(vals, cfg.bootstrap, cfg.seed)
         run.write_table("curve", curve)

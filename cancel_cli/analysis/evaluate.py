@@ -8,12 +8,12 @@ per target x setting x benchmark), so ``--resume`` continues where a killed job 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import torch
 
-from ..config import load_policy
+from ..config import load_policy, to_dict
 from ..console import print_table, progress
 from ..errors import UserError
 from ..evaluation import (PAPER_SETS, TABLE4_SAMPLING, TOY_BENCHMARKS, benchmark_k, benchmark_problems, metric_name,
@@ -37,7 +37,7 @@ class EvalConfig:
     engine: str = "auto"
     data_dir: str = ""
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
 
 
 def setting_label(temperature: float, top_p: float) -> str:
@@ -79,10 +79,20 @@ def targets(cfg: EvalConfig, store) -> list[tuple[str, int, str]]:
     src = store.get_done(cfg.run)
     if src.meta.get("command") != "train":
         raise UserError(f"--run needs a train run, {cfg.run} is a {src.meta.get('command')} run")
-    ckpts = sorted((src.path / "checkpoints").glob("step-*"))
+    from ..verl_ext.checkpoints import verl_checkpoints
+
+    ckpts = [(p.name, int(p.name.split("-")[1]), p) for p in sorted((src.path / "checkpoints").glob("step-*"))]
+    ckpts += verl_checkpoints(src.path)  # --engine verl runs: global_step_N/actor/huggingface
     if not ckpts:
         raise UserError(f"train run {cfg.run} has no checkpoints")
-    return [(f"{cfg.run}@{p.name}", int(p.name.split("-")[1]), str(p)) for p in ckpts]
+    return [(f"{cfg.run}@{name}", step, str(p)) for name, step, p in ckpts]
+
+
+def close_samplers(loaded: dict) -> None:
+    """Shut down the previous checkpoint's engine (a vLLM engine holds GPU memory until closed)."""
+    for _, sampler in loaded.values():
+        getattr(sampler, "close", lambda: None)()
+    loaded.clear()
 
 
 def run(cfg: EvalConfig, store, resume: str | None = None):
@@ -96,7 +106,8 @@ def run(cfg: EvalConfig, store, resume: str | None = None):
     max_new = cfg.max_new_tokens or (96 if toy else 8192)
     template = default_template(base_model)
     problems = {b: benchmark_problems(b, cfg.limit or None, cfg.seed, cfg.data_dir or None) for b in names}
-    config = {**vars(cfg), "benchmarks": names, "max_new_tokens": max_new, "base_model": base_model}
+    cfg = replace(cfg, benchmarks=",".join(names), max_new_tokens=max_new)  # run.json holds the resolved config
+    config = to_dict(cfg)
     jobs = [(t, s, b) for t in tg for s in settings for b in names]
     with store.running("eval", config, resume=resume, model=base_model, seed=cfg.seed, device=cfg.device) as r:
         done = r.done_parts("scores")
@@ -107,7 +118,7 @@ def run(cfg: EvalConfig, store, resume: str | None = None):
                 if i in done:
                     continue
                 if path not in loaded:
-                    loaded.clear()
+                    close_samplers(loaded)
                     pol = load_policy(path, cfg.device, "float32" if cfg.device == "cpu" else "bfloat16")
                     loaded[path] = (pol, make_sampler(pol, cfg.engine))
                 pol, sampler = loaded[path]
@@ -120,6 +131,7 @@ def run(cfg: EvalConfig, store, resume: str | None = None):
                                                           "score": score_frame(df, k), "problems": len(problems[b]),
                                                           "truncated": float(df.truncated.mean())}]))
                 advance()
+        close_samplers(loaded)
         scores = r.read_table("scores")
         r.write_table("results", scores)
         summary = eval_summary(scores, cfg, base_model)

@@ -6,49 +6,67 @@ same probe the trainer records.  ``--from-run`` copies the probe of a finished t
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+
 import pandas as pd
 
-from ..config import load_policy
+from ..config import load_policy, to_dict
 from ..console import print_table
 from ..errors import UserError
+from ..grpo.probe import FlipShares
 from ..grpo.trainer import Trainer, TrainConfig
-from .common import from_dict
-
-SUMMARY_COLS = ["pos_boosted", "pos_suppressed", "pos_stable", "neg_boosted", "neg_suppressed", "neg_stable",
-                "all_boosted", "all_suppressed", "all_stable", "pos_mean_abs_delta", "neg_mean_abs_delta", "flip_rate"]
+from ..summary import Summary
 
 
-def summarize(steps: pd.DataFrame) -> dict:
-    avg = steps.groupby("model")[SUMMARY_COLS].mean()
-    out = {"models": list(avg.index), "steps": int(steps.step.max())}
-    for model, row in avg.iterrows():
-        prefix = "" if len(avg) == 1 else f"{model}/"
-        out.update({f"{prefix}{k}": float(v) for k, v in row.items()})
-    return out
+@dataclass
+class FlipConfig(TrainConfig):
+    """A short GRPO run per model with the per-token probe at every step (no validation, no checkpoints)."""
+
+    models: list = field(default_factory=lambda: ["toy"])  # several -> Fig. 9 rows
+    from_run: str = ""  # copy the probe of a finished train run instead
+    steps: int = 5
+    val_sets: list = field(default_factory=list)
+    checkpoint_every: int = 0
+    save_tokens: bool = True
 
 
-def run(models: list[str], base: dict, store, from_run: str | None = None):
+@dataclass
+class FlipSummary(Summary):
+    SCHEMA = 1
+    models: list
+    steps: int
+    shares: dict  # model -> FlipShares, mean over steps
+
+    def __post_init__(self):
+        self.shares = {m: FlipShares.coerce(v) for m, v in self.shares.items()}
+
+
+def summarize(steps: pd.DataFrame) -> FlipSummary:
+    models = list(dict.fromkeys(steps.model))
+    return FlipSummary(models=models, steps=int(steps.step.max()),
+                       shares={m: FlipShares.mean_of(steps[steps.model == m]) for m in models})
+
+
+def run(cfg0: FlipConfig, store):
+    from_run, models = cfg0.from_run, cfg0.models
     if from_run:
         src = store.get_done(from_run)
         if src.meta.get("command") != "train":
             raise UserError(f"--from-run needs a train run, {from_run} is a {src.meta.get('command')} run")
         steps = src.read_table("metrics").assign(model=src.meta.get("model", "?"))
-        with store.running("flip", {"from_run": from_run}, model=src.meta.get("model", "")) as r:
+        with store.running("flip", to_dict(cfg0), model=src.meta.get("model", "")) as r:
             r.write_table("steps", steps)
             if src.has_table("tokens"):
                 r.write_table("tokens", src.read_table("tokens"))
             summary = summarize(steps)
             r.finish(summary)
         return r, summary
-    cfg0 = from_dict(TrainConfig, {**base, "val_sets": [], "checkpoint_every": 0, "save_tokens": True})
     cfg0.validate()
     policies = [load_policy(m, cfg0.device, cfg0.dtype) for m in models]  # fail fast on a bad model name
-    config = {"models": models, **{k: v for k, v in vars(cfg0).items() if k != "model"}}
-    with store.running("flip", config, model=",".join(p.name for p in policies),
+    with store.running("flip", to_dict(cfg0), model=",".join(p.name for p in policies),
                        model_hash=",".join(p.weights_hash for p in policies), seed=cfg0.seed, device=cfg0.device) as r:
         for i, (name, policy) in enumerate(zip(models, policies)):
-            cfg = from_dict(TrainConfig, {**vars(cfg0), "model": name})
-            Trainer(cfg, policy, r, tags={"model": name}, part_offset=i * 100_000).fit()
+            Trainer(replace(cfg0, model=name), policy, r, tags={"model": name}, part_offset=i * 100_000).fit()
         steps = r.read_table("metrics")
         r.write_table("steps", steps)
         summary = summarize(steps)

@@ -44,14 +44,37 @@ def kernel_blocks(W, h, o, block: int = 1024, temperature: float = 1.0):
             yield J, K, h[J] @ h[K].T, phi_block(W, h[J], o[J], h[K], o[K], temperature)
 
 
+def contribution(hh: torch.Tensor, phi: torch.Tensor, A_k=1.0, temperature: float = 1.0) -> torch.Tensor:
+    """Coupling contribution of k to j, A_k <h_j,h_k> phi_jk / T^2 (Eq. 9 without eta/N); A_k = 1 gives the
+    output-layer kernel <g_j^W, g_k^W> (Eq. 7).  The one place where coupling and masking form Eq. 9."""
+    return A_k * hh * phi / temperature**2
+
+
 def proxy_kernel(W, h, o, temperature: float = 1.0) -> torch.Tensor:
     """The full [N, N] output-layer kernel <h_j,h_k> phi_jk (small N only)."""
-    return (h @ h.T) * phi_block(W, h, o, h, o, temperature) / temperature**2
+    return contribution(h @ h.T, phi_block(W, h, o, h, o, temperature), 1.0, temperature)
+
+
+def kernel_to_sets(W, h, o, cand: torch.Tensor, masks: torch.Tensor, temperature: float = 1.0, chunk: int = 64):
+    """Kernel of every candidate c with each token k of its set M(c) (Eq. 7): K_cM [C, m], K_cc [C], K_kk [C, m]."""
+    C, m = masks.shape
+    K, Kcc, Kkk = torch.empty(C, m, dtype=torch.float64), torch.empty(C, dtype=torch.float64), torch.empty(C, m, dtype=torch.float64)
+    for s in range(0, C, chunk):
+        c, M = cand[s : s + chunk], masks[s : s + chunk]
+        flat, nc = M.reshape(-1), len(c)
+        phi = phi_block(W, h[c], o[c], h[flat], o[flat], temperature).reshape(nc, nc, m)[torch.arange(nc), torch.arange(nc)]
+        hh = torch.einsum("ch,cmh->cm", h[c], h[M])
+        K[s : s + nc] = contribution(hh, phi, 1.0, temperature).double()
+        Kcc[s : s + nc] = contribution((h[c] * h[c]).sum(-1), phi_block(W, h[c], o[c], h[c], o[c], temperature).diagonal(),
+                                       1.0, temperature).double()
+        Kkk[s : s + nc] = contribution((h[flat] * h[flat]).sum(-1), phi_block(W, h[flat], o[flat], h[flat], o[flat],
+                                                                              temperature).diagonal(), 1.0, temperature).double().reshape(nc, m)
+    return K, Kcc, Kkk
 
 
 def proxy_delta(W, h, o, A, eta: float, n_tokens: int, temperature: float = 1.0, block: int = 1024) -> torch.Tensor:
     """First-order proxy delta_j = (eta/N) sum_k A_k <h_j,h_k> phi_jk (Eq. 9), blockwise."""
     out = torch.zeros(len(o), dtype=torch.float64)
     for J, K, hh, phi in kernel_blocks(W, h, o, block, temperature):
-        out[J] += ((hh * phi).double() @ A[K].double()) * eta / n_tokens / temperature**2
+        out[J] += contribution(hh, phi, 1.0, temperature).double() @ A[K].double() * eta / n_tokens
     return out

@@ -32,8 +32,9 @@ from ..errors import UserError
 from ..grpo.update import OptimConfig, Updater, old_logprobs
 from ..sampling import filter_probs, make_sampler
 from ..tasks.reward import score_batch
-from .common import RolloutConfig, batch_for, experiment_run, setup
-from .flip import classify
+from ..rollout import RolloutConfig, experiment_run, setup
+from .common import batch_for
+from ..grpo.probe import classify
 from .value_cache import ValueCache, value_key
 
 SKIP_P = 1 - 1e-3

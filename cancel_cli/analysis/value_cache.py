@@ -3,7 +3,7 @@
 Key: (model weights hash, prefix token ids, token, M, sampling params, seed) -> sha1.  Entries live in
 ``<results>/_cache/mc_value/part-*.parquet`` (atomic part files, so a killed job loses at most the part
 being written and never leaves a partial one).  Every command that needs token values goes through
-``ValueCache.get_or_compute``.
+``ValueCache`` (``get`` a key, ``put`` computed rows).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import time
 
 import pandas as pd
 
-from ..store import atomic_write_parquet
+from ..atomic import atomic_write_parquet
+from ..atomic import read_or_quarantine
 
 
 def value_key(model_hash: str, prefix: list[int], token: int, M: int, temperature: float, top_p: float,
@@ -32,7 +33,8 @@ class ValueCache:
         self.hits = self.misses = 0
         if self.dir.exists():
             for p in sorted(self.dir.glob("part-*.parquet")):
-                for row in pd.read_parquet(p).to_dict("records"):
+                df = read_or_quarantine(p, columns=("key", "avg_a", "avg_s"))  # unreadable: moved aside, recomputed
+                for row in ([] if df is None else df.to_dict("records")):
                     self.entries[row["key"]] = row
 
     def get(self, key: str) -> dict | None:

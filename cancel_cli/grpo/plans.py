@@ -33,10 +33,6 @@ class Plan:
     minibatches: list[list[int]]
     stats: pd.DataFrame  # one row per mini-batch
 
-    @property
-    def summary(self) -> dict:
-        return plan_summary(self)
-
 
 def check_sizes(batch_size: int, minibatch_size: int, group_size: int | None = None) -> None:
     if minibatch_size < 1:
@@ -53,6 +49,12 @@ def _chunks(order, size):
 
 def random_plan(n: int, minibatch_size: int, seed: int = 0) -> list[list[int]]:
     return _chunks(np.random.default_rng(seed).permutation(n), minibatch_size)
+
+
+def workload(seq_len) -> np.ndarray:
+    """verl.utils.seqlen_balancing.calculate_workload: the cost model verl balances ranks by."""
+    s = np.asarray(seq_len, dtype=np.int64)
+    return 24576 * s + s**2
 
 
 def verl_partitions(workloads: list[int], k: int) -> list[list[int]]:
@@ -72,8 +74,7 @@ def verl_default_plan(lengths, prompt_lengths, minibatch_size: int, dp: int = 1,
     tie = np.random.default_rng(seed).random(n)
     arrival = np.lexsort((tie, lengths))  # completion order: short responses first
     seq_len = lengths[arrival] + np.asarray(prompt_lengths)[arrival]
-    workload = (24576 * seq_len + seq_len**2).tolist()  # verl's calculate_workload
-    parts = verl_partitions(workload, dp)
+    parts = verl_partitions(workload(seq_len).tolist(), dp)
     layout = [arrival[j] for p in parts for j in p]  # batch.reorder(...)
     local = minibatch_size // dp
     shard = n // dp
@@ -149,13 +150,6 @@ def plan_stats(mbs, uid, advantage, lengths) -> pd.DataFrame:
                      "n_neg": int((adv[m] < 0).sum()), "adv_sum": float(adv[m].sum()),
                      "abs_group_adv_sum": float(np.abs(s_b).sum())})
     return pd.DataFrame(rows)
-
-
-def plan_summary(plan: Plan) -> dict:
-    """Plan-level: share of groups spread over > 1 mini-batch and the mean number of mini-batches per group."""
-    st = plan.stats
-    return {"plan": plan.name, "minibatches": len(plan.minibatches), "groups_split_total": int(st.groups_split.sum()),
-            "mean_abs_S_B": float(st.abs_group_adv_sum.mean()), "mb_tokens_max_over_mean": float(st.tokens.max() / st.tokens.mean())}
 
 
 def groups_split_fraction(mbs, uid) -> tuple[float, float]:

@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..analysis.common import ProblemSource, RolloutConfig, mixed_group_share, sample_batch
-from ..analysis.flip import flip_rate, flip_summary, token_table
+from .probe import flip_rate, flip_summary, token_table
 from ..console import info, progress
 from ..errors import UserError
 from ..evaluation import benchmark_k, benchmark_problems, sample_and_score, score_frame
-from ..rollout import RolloutBatch, build_batch
+from ..rollout import (ProblemSource, RolloutBatch, RolloutConfig, build_batch, experiment_run, mixed_group_share,
+                       sample_batch, setup)
 from ..sampling import make_sampler
 from ..summary import Summary
 from ..tasks.prompts import default_template
@@ -348,8 +348,6 @@ def summarize(run) -> TrainSummary:
 
 
 def run(cfg: TrainConfig, store, resume: str | None = None, command: str = "train") -> tuple:
-    from ..analysis.common import experiment_run, setup
-
     policy = setup(cfg)
     with experiment_run(store, command, cfg, policy, resume=resume) as r:
         tr = Trainer(cfg, policy, r)

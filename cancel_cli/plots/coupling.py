@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..analysis.coupling import CouplingSummary
+from ..analysis.masked_update import boost_stats
 from .style import PALETTE, markdown_table, need, source_note, symlog_ticks, table_figure
 
 LABELS = {"random": "random", "same": "same token", "lowconf": "low confidence", "same_lowconf": "same + low conf."}
@@ -16,7 +18,7 @@ def fig2(store, run_id=None):
     run = need(store, "coupling", run_id)
     pairs = run.read_table("pairs")
     heat = run.read_table("entropy_bins")
-    summ = run.meta.get("summary", {})
+    summ = CouplingSummary.of(run)
     pairs["pair"] = np.where(pairs.same_token, "same token", "different token")
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
     sns.histplot(pairs, x="hh", hue="pair", stat="density", common_norm=False, bins=80, ax=axes[0], element="step")
@@ -34,8 +36,8 @@ def fig2(store, run_id=None):
     axes[2].set_xlabel("entropy of k (bin mean, nats)")
     axes[2].set_ylabel("entropy of j (bin mean, nats)")
     axes[2].set_title(r"(c) mean $|A_k \langle h_j,h_k\rangle \phi_{jk}|$")
-    fig.suptitle(f"proxy vs exact full-parameter kernel: Pearson {summ.get('pearson_proxy_exact', float('nan')):.2f}, "
-                 f"Spearman {summ.get('spearman_proxy_exact', float('nan')):.2f} ({summ.get('exact_tokens', '?')} tokens)",
+    fig.suptitle(f"proxy vs exact full-parameter kernel: Pearson {summ.pearson_proxy_exact:.2f}, "
+                 f"Spearman {summ.spearman_proxy_exact:.2f} ({summ.exact_tokens} tokens)",
                  fontsize=9, y=1.0)
     fig.tight_layout()
     source_note(fig, run)
@@ -46,6 +48,7 @@ def fig3(store, run_id=None):
     run = need(store, "mask-effect", run_id)
     df = run.read_table("candidates")
     topk = run.read_table("topk")
+    cfg = run.config
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
     ax = axes[0]
     lim = float(np.quantile(np.abs(df.delta_head), 0.99)) or 1e-9
@@ -60,32 +63,38 @@ def fig3(store, run_id=None):
     ax.axvline(0, color="k", lw=0.8)
     ax.set_ylabel("candidates")
     ax.set_xlabel(r"masking effect $\delta_{\mathcal{M}(c)}$ (LM head, symlog)")
-    ax.set_title("(a) masking effect: coupled vs random")
+    ax.set_title(f"(a) masking effect: coupled vs random (mask sign {cfg.get('mask_sign')})")
     ax.legend(fontsize=8)
     ax = axes[1]
-    d = df.dropna(subset=["cosine"]).copy()
-    d["bin"] = pd.qcut(d.cosine, 6, duplicates="drop")
+    d = df.dropna(subset=["coupling_strength"]).copy()
+    d["bin"] = pd.qcut(d.coupling_strength, 6, duplicates="drop")
     for path in ("head", "full"):
         dd = d.dropna(subset=[f"delta_{path}"])
-        g = dd.groupby("bin", observed=True).agg(cos=("cosine", "median"), br=(f"delta_{path}", lambda x: (x > 0).mean() * 100),
-                                                 n=("cosine", "size"))
-        ax.plot(g.cos, g.br, marker="o", color=PALETTE[path], label=f"{'LM head' if path == 'head' else 'full'} (n={len(dd)})")
+        g = [(b.coupling_strength.median(), boost_stats(b[f"delta_{path}"], b.sum_A)) for _, b in dd.groupby("bin", observed=True)]
+        lab = "LM head" if path == "head" else "full"
+        ax.plot([x for x, _ in g], [s["boost_rate"] for _, s in g], marker="o", color=PALETTE[path], label=f"{lab}: boost rate (n={len(dd)})")
+        ax.plot([x for x, _ in g], [s["signed_boost_rate"] for _, s in g], marker="s", ls="--", color=PALETTE[path],
+                label=f"{lab}: signed boost rate")
     ax.axhline(50, color="gray", ls=":")
-    ax.set_xlabel("coupling strength: proxy cosine (bin median, sextiles)")
-    ax.set_ylabel("boost rate (%)")
-    ax.set_title("(b) boost rate by coupling strength")
-    ax.legend()
+    ax.set_xscale("log")
+    ax.set_xlabel(r"coupling strength: mean$_{k\in M}$ |proxy cosine$(g_c, g_k)$| (bin median, sextiles)")
+    ax.set_ylabel("rate (%)")
+    ax.set_title("(b) boost rate by coupling strength (all conditions)")
+    ax.legend(fontsize=7)
     ax = axes[2]
     ax.plot(topk.k, topk.boost_rate, marker="o", color=PALETTE["full"], label="boost rate (%)")
+    ax.plot(topk.k, topk.signed_boost_rate, marker="s", ls="--", color=PALETTE["head"], label="signed boost rate (%)")
+    ax.plot(topk.k, topk.p_sum_pos, marker="^", ls=":", color="#6c757d", label=r"P($\sum_M A>0$) (%)")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("k (top-k coupled tokens masked)")
-    ax.set_ylabel("boost rate (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel("k (top-k tokens by unsigned coupling masked)")
+    ax.set_ylabel("rate (%)")
     ax2 = ax.twinx()
-    ax2.plot(topk.k, topk.mean_boost, marker="s", color=PALETTE["boosted"], label="mean boost")
+    ax2.plot(topk.k, topk.mean_boost, marker="D", color=PALETTE["boosted"], label="mean boost")
     ax2.set_ylabel("mean boost")
     ax.set_title("(c) masking more top-coupled tokens (LM head)")
-    ax.legend(loc="upper left")
-    ax2.legend(loc="lower right")
+    ax.legend(loc="upper left", fontsize=7)
+    ax2.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     source_note(fig, run)
     return fig, None
@@ -94,15 +103,17 @@ def fig3(store, run_id=None):
 def table1(store, run_id=None):
     run = need(store, "mask-effect", run_id)
     t = run.read_table("table1")
-    df = pd.DataFrame({
-        "Same": t.same_token, "LowConf.": t.low_conf,
-        "LM-head BR (ours)": t.head_boost_rate, "LM-head BR (paper)": t.paper_head_boost_rate,
-        "LM-head MB (ours)": t.head_mean_boost, "LM-head MB (paper)": t.paper_head_mean_boost,
-        "Full BR (ours)": t.full_boost_rate, "Full BR (paper)": t.paper_full_boost_rate,
-        "Full MB (ours)": t.full_mean_boost, "Full MB (paper)": t.paper_full_mean_boost,
-    })
+    cols = {"Same": t.same_token, "LowConf.": t.low_conf}
+    for path, name in (("head", "LM-head"), ("full", "Full")):
+        cols.update({f"{name} BR (ours)": t[f"{path}_boost_rate"], f"{name} BR (paper)": t[f"paper_{path}_boost_rate"],
+                     f"{name} P(ΣA>0)": t[f"{path}_p_sum_pos"], f"{name} signed BR": t[f"{path}_signed_boost_rate"],
+                     f"{name} MB (ours)": t[f"{path}_mean_boost"], f"{name} MB (paper)": t[f"paper_{path}_mean_boost"]})
+    df = pd.DataFrame(cols)
     cfg = run.config
-    title = (f"Table 1: masked updates, {run.meta.get('model')} (|M|={cfg.get('mask_size')}, SGD lr {cfg.get('lr')}, "
-             f"{int(t.head_n.iloc[0])} head / {int(t.full_n.iloc[0])} full candidates) vs the paper")
-    md = f"**{title}**\n\n" + markdown_table(df) + f"\nrun: {run.id}\n"
+    title = (f"Table 1: masked updates, {run.meta.get('model')} (|M|={cfg.get('mask_size')}, mask sign {cfg.get('mask_sign')}, "
+             f"low conf. {cfg.get('low_conf')}, SGD lr {cfg.get('lr')}, {int(t.head_n.iloc[0])} head / {int(t.full_n.iloc[0])} "
+             "full candidates) vs the paper")
+    note = ("BR: % of candidates with masking effect > 0; P(ΣA>0): % whose masked set has net positive advantage; signed BR: "
+            "% with sign(effect) = sign(Σ_M A) (coupling, independent of the sign mix); MB: mean masking effect.")
+    md = f"**{title}**\n\n" + markdown_table(df) + f"\n{note}\n\nrun: {run.id}\n"
     return table_figure(df, title), md

@@ -43,8 +43,9 @@ def fig1(store, run_id=None):
         for v, g in tr.groupby("variant"):
             g = g.sort_values("step")
             ax.plot(g.step, g.pos_suppressed, marker="o", ms=3, color=PALETTE[v], label=f"{v}: A>0 suppressed")
-            ax.plot(g.step, g.neg_boosted, marker="s", ms=3, ls="--", color=PALETTE[v], label=f"{v}: A<0 boosted")
-        ax.set_title("(d) flip ratios: positive-only vs GRPO training")
+            ax.plot(g.step, g.neg_boosted, marker="s", ms=3, ls="--", color=PALETTE[v],
+                    label=f"{v}: A<0 boosted" + (" (no loss: coupling only)" if v == "positive_only" else ""))
+        ax.set_title("(d) flips: positive-only vs GRPO training")
         ax.legend(fontsize=7)
         runs.append(po)
     else:

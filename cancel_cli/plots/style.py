@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from ..errors import UserError
-from ..store import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 PALETTE = {"boosted": "#2a9d8f", "suppressed": "#e76f51", "stable": "#adb5bd", "pos": "#2a9d8f", "neg": "#e76f51",
            "positive_only": "#f4a261", "grpo": "#264653", "head": "#e9c46a", "full": "#264653"}

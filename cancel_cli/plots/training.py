@@ -43,11 +43,9 @@ def train_runs(store, model: str | None = None) -> dict:
     model = model or runs[-1].config.get("model")
     out = {}
     for label, match in VARIANTS.items():
-        for r in reversed(runs):
-            c = r.config
-            if c.get("model") == model and all(c.get(k, False) == v for k, v in match.items()):
-                out[label] = r
-                break
+        r = store.latest("train", model=model, where=lambda r, m=match: all(r.config.get(k, False) == v for k, v in m.items()))
+        if r is not None:
+            out[label] = r
     return out
 
 
@@ -105,10 +103,9 @@ def fig10(store, run_id=None):
     if run_id:
         run = need(store, "train", run_id)
     else:
-        cands = [r for r in reversed(store.runs("train")) if r.status == "done" and r.has_table("proxy")]
-        if not cands:
+        run = store.latest("train", where=lambda r: r.has_table("proxy"))
+        if run is None:
             raise UserError("needs a done `train` run with the proxy probe; make one with `cancel train --probe-proxy 1`")
-        run = cands[0]
     p = run.read_table("proxy").sort_values("step")
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(p.step, p.sign_agreement, marker="o", color=PALETTE["full"])
@@ -125,10 +122,7 @@ def fig10(store, run_id=None):
 
 
 def _eval_for(store, train_run):
-    for r in reversed(store.runs("eval")):
-        if r.status == "done" and r.config.get("run") == train_run.id and not r.config.get("sweep_sampling"):
-            return r
-    return None
+    return store.latest("eval", run=train_run.id, where=lambda r: not r.config.get("sweep_sampling"))
 
 
 def table2(store, run_id=None):
@@ -161,12 +155,9 @@ def table2(store, run_id=None):
 
 
 def table4(store, run_id=None):
-    cands = [r for r in reversed(store.runs("eval")) if r.status == "done" and r.config.get("sweep_sampling")]
-    if run_id:
-        cands = [need(store, "eval", run_id)]
-    if not cands:
+    ev = need(store, "eval", run_id) if run_id else store.latest("eval", sweep_sampling=True)
+    if ev is None:
         raise UserError("needs a done `eval --sweep-sampling` run; make one with `cancel eval --sweep-sampling`")
-    ev = cands[0]
     s = ev.read_table("results")
     ours = s.pivot_table(index=["target", "temperature", "top_p"], columns="benchmark", values="score").mul(100)
     ours["Avg."] = ours.mean(1)

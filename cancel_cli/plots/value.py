@@ -88,12 +88,11 @@ def fig11(store, run_id=None):
     if run_id:
         mc = need(store, "mc-value", run_id)
     else:
-        cands = [r for r in reversed(store.runs("mc-value")) if r.status == "done" and r.config.get("repeat", 1) > 1]
-        if not cands:
+        mc = store.latest("mc-value", where=lambda r: r.config.get("repeat", 1) > 1)
+        if mc is None:
             from ..errors import UserError
 
             raise UserError("needs a done `mc-value` run with --repeat K > 1; make one with `cancel mc-value --repeat 5`")
-        mc = cands[0]
     rep = mc.read_table("repeat")
     fig, ax = plt.subplots(figsize=(6, 4))
     for o, c in (("all", PALETTE["grpo"]), ("pos", PALETTE["pos"]), ("neg", PALETTE["neg"])):

@@ -1,11 +1,16 @@
-"""Token flipping (Fig. 1a-c, Fig. 9): Alg. 1 at every step of a short GRPO run.
+"""The per-token flip probe of Alg. 1 (Fig. 1a-c, Fig. 9), recorded by the trainer at every step.
 
 Per token: delta = log pi_theta'(o_t | s_t) - log pi_theta(o_t | s_t) (Eq. 16), both from training-path
 forwards on the same batch; boosted if delta > eps, suppressed if delta < -eps, stable otherwise, with
 eps = 1e-6 (App. C).  Ratios are reported for A > 0, A < 0 and all rollouts, with mean |delta| per sign.
+The four signed shares (A>0 boosted / suppressed, A<0 boosted / suppressed) are always reported
+separately: "A>0 suppressed" and "A<0 boosted" are the flips, and under positive-only updates only the
+first is a flip against a loss (A<0 tokens then carry none; whatever moves them is coupling).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -13,6 +18,38 @@ import torch
 
 EPS = 1e-6
 CLASSES = ("boosted", "suppressed", "stable")
+SIGNS = ("pos", "neg", "all")
+
+
+@dataclass
+class FlipShares:
+    """Output of ``flip_summary`` (one step), or its mean over steps."""
+
+    pos_boosted: float
+    pos_suppressed: float  # flip of an A>0 token
+    pos_stable: float
+    neg_boosted: float  # flip of an A<0 token
+    neg_suppressed: float
+    neg_stable: float
+    all_boosted: float
+    all_suppressed: float
+    all_stable: float
+    pos_mean_abs_delta: float
+    neg_mean_abs_delta: float
+    flip_rate: float  # share of moved tokens against their advantage sign (A != 0)
+
+    @classmethod
+    def mean_of(cls, steps: pd.DataFrame) -> "FlipShares":
+        return cls(**{f.name: float(steps[f.name].mean()) for f in fields(cls)})
+
+    @classmethod
+    def of(cls, delta, advantage, eps: float = EPS) -> "FlipShares":
+        s = {**flip_summary(delta, advantage, eps), "flip_rate": flip_rate(delta, advantage, eps)}
+        return cls(**{f.name: s[f.name] for f in fields(cls)})
+
+    @classmethod
+    def coerce(cls, d) -> "FlipShares":
+        return d if isinstance(d, cls) else cls(**d)
 
 
 def classify(delta, eps: float = EPS) -> np.ndarray:
@@ -27,7 +64,7 @@ def flip_summary(delta, advantage, eps: float = EPS) -> dict:
     ``delta`` and ``advantage`` are flat per-token arrays (the rollout's advantage repeated per token)."""
     d, a = np.asarray(delta, dtype=float), np.asarray(advantage, dtype=float)
     out = {}
-    for name, sel in (("pos", a > 0), ("neg", a < 0), ("all", np.ones_like(a, dtype=bool))):
+    for name, sel in zip(SIGNS, (a > 0, a < 0, np.ones_like(a, dtype=bool))):
         ds = d[sel]
         n = max(len(ds), 1)
         out[f"{name}_boosted"] = float((ds > eps).sum() / n)
