@@ -159,3 +159,43 @@ def test_seed_list_defaults():
     assert seed_list("toy", None, 5) == [5, 6, 7]
     assert seed_list("paper", None, 0) == [0]
     assert seed_list("toy", 2, 0) == [0, 1]
+
+
+def test_cheapest_first_keeps_requirements():
+    from cancel_cli.reproduce import cheapest_first
+
+    names = ["flip", "positive-only", "coupling", "mask-effect", "mc-value", "entropy-gap", "budget-sweep batch-size",
+             "train baseline", "train QB", "eval (Table 2)", "eval --sweep-sampling (Table 4)", "something new"]
+    out = cheapest_first(names)
+    assert sorted(out) == sorted(names) and out[0] == "coupling" and out[-1] == "something new"
+    assert out.index("entropy-gap") == out.index("mc-value") + 1
+    assert out.index("eval (Table 2)") > out.index("train QB") > out.index("train baseline")
+
+
+def test_reproduce_runs_every_stage_per_seed_in_its_own_scope(tmp_path, monkeypatch):
+    from cancel_cli import reproduce as R
+    from cancel_cli.store import Store
+
+    seen = []
+
+    def stages(model, preset, seed, device):
+        def train_stage(label):
+            def fn(st):
+                seen.append((label, seed, st.seeds, st.model))
+                return (fake_train(st, seed, label, 0.4 + 0.1 * (label == "QB+RB") + 0.01 * seed),)
+            return fn
+
+        def eval_stage(st):  # reads "the latest train run": must be its own seed's
+            seen.append(("eval", seed, sorted({r.meta["seed"] for r in st.runs("train")}), st.model))
+
+        return [("eval (Table 2)", eval_stage), ("train baseline", train_stage("baseline")),
+                ("train QB+RB", train_stage("QB+RB"))]
+
+    monkeypatch.setattr(R, "stages", stages)
+    out = R.reproduce("toy", "toy", Store(tmp_path / "r"), tmp_path / "f", seed=4, seeds=2)
+    assert out["seeds"] == [4, 5] and set(out["stage_seconds"]) == {"eval (Table 2)", "train baseline", "train QB+RB"}
+    assert [s[:3] for s in seen] == [("baseline", 4, [4]), ("baseline", 5, [5]), ("QB+RB", 4, [4]), ("QB+RB", 5, [5]),
+                                     ("eval", 4, [4]), ("eval", 5, [5])]
+    text = (tmp_path / "f" / "REPORT.md").read_text()
+    assert "seeds 4, 5" in text and "| QB+RB minus baseline (points) |" in text and "s4: 10.0; s5: 10.0" in text
+    assert "| train baseline |" in text and "Packages: python" in text
