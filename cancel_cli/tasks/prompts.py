@@ -29,4 +29,4 @@ def render(problem: str, template: str) -> str:
 
 
 def default_template(model: str) -> str:
-    return "toy" if model == "toy" else "qwen-boxed"
+    return "toy" if model in ("toy", "toy-fork") else "qwen-boxed"
