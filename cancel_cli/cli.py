@@ -95,7 +95,7 @@ def rollout_kwargs(model, prompts, n, temperature, top_p, max_new_tokens, data):
                 dtype="float32" if STATE.device == "cpu" else "bfloat16")
 
 
-MODEL = typer.Option("toy", "--model", "-m", help="toy | qwen3-1.7b | qwen3-4b | qwen2.5-math-7b | HF id | local folder.")
+MODEL = typer.Option("toy", "--model", "-m", help="toy | toy-fork | qwen3-1.7b | qwen3-4b | qwen2.5-math-7b | HF id | local folder.")
 PROMPTS = typer.Option(32, "--prompts", help="Prompts per rollout batch.")
 N = typer.Option(8, "--n", help="Rollouts per prompt (group size).")
 TEMP = typer.Option(1.0, "--temperature", help="Rollout temperature (Table 3: 1.0).")

@@ -22,6 +22,7 @@ MODELS = {
 }
 
 EMBEDDED_BUILDS = {"toy": "cancel toy build --seed 0", "toy-fork": "cancel toy build --kind fork --seed 0"}
+TOYS = tuple(EMBEDDED_BUILDS)  # the embedded toys: toy prompts, toy validation sets, 96-token responses
 
 
 def resolve_model(name: str) -> tuple[str, Path]:

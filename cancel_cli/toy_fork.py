@@ -2,7 +2,7 @@
 on the toy-fork task (``tasks/fork.py``: three solution routes chosen at a decision token early in the
 response), shipped in ``assets/toy-fork`` and built by ``cancel toy build --kind fork``.
 
-Stopping rule: the first evaluation (every 20 steps; every 5 once accuracy reached 0.22) whose T=1
+Stopping rule: the first evaluation (every 50 steps; every 5 once accuracy reached 0.22) whose T=1
 exact-match accuracy on 512 held-out prompts lies in ``target`` = [0.445, 0.555], i.e. the issue's window
 [0.40, 0.60] narrowed by ~2 standard errors of a 512-sample estimate so that a re-measurement with another
 sampler stays inside [0.40, 0.60].  Nothing
@@ -37,7 +37,7 @@ def file_hash(path: Path) -> str:
 
 
 def build_fork(out_dir: Path, seed: int = 0, target: tuple[float, float] = TARGET, max_steps: int = 3000,
-               eval_every: int = 20, fine_every: int = 5, batch: int = 64, stop_at: int | None = None,
+               eval_every: int = 50, fine_every: int = 5, batch: int = 64, stop_at: int | None = None,
                log=print) -> dict:
     """Train toy-fork from scratch and save an HF folder with ``build.json`` and a model card.
 
@@ -74,7 +74,7 @@ def _build(out_dir, seed, target, max_steps, eval_every, fine_every, batch, stop
 
 
 TRUNCATED_STEPS = 30
-BUILD_THREADS = 2
+BUILD_THREADS = 1  # one thread: deterministic on any machine, and 3x faster than two on shared cores
 
 
 def _truncated_record(seed: int, batch: int) -> dict:
@@ -174,7 +174,7 @@ Recipe: the toy's (AdamW lr 3e-3, 100 warm-up steps, wd 0.01, betas (0.9, 0.98),
 loss on the response only).
 
 - Stopped at step {facts['steps']} ({facts['train_seconds']} s of training on CPU; build including the
-  profile measurement {facts['build_seconds']} s), the first evaluation (every 20 steps, every
+  profile measurement {facts['build_seconds']} s), the first evaluation (every 50 steps, every
   5 once accuracy reached half the window's lower edge) whose T=1 accuracy on 512 held-out prompts was in [{TARGET[0]}, {TARGET[1]}]: **{facts['accuracy_t1_512']:.3f}**.
 - Weights sha256 (first 16 hex): `{facts['weights_sha256']}`; the build truncated at step
   {facts['truncated_build']['steps']}: `{facts['truncated_build']['weights_sha256']}`.
