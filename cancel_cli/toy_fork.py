@@ -166,16 +166,19 @@ A {facts['params']:,}-parameter Qwen3ForCausalLM (the toy's architecture: hidden
 2 KV heads, MLP 512, untied LM head, character tokenizer of {vocab} tokens), trained from scratch by
 `cancel toy build --kind fork --seed {facts['seed']}` on the toy's prompts (`Add A+B.\\n`, 2-3 digit
 operands) answered by one of three solution routes chosen at a decision token early in the response
-(the first letter of the route word; see `cancel_cli/tasks/fork.py`): `columns` (right-to-left columns
-with carries, every step written), `places` (left-to-right running total of place values) and `rounding`
-(round B up to a ten, add, compensate).  Training mixture: {mix}; wording (opening, step sign, a
-connective between every two steps, closing) is drawn at random, independently of route and correctness.
+(the first letter of the route heading; see `cancel_cli/tasks/fork.py`): `carrying:` (right-to-left
+columns with carries, every step written), `places:` (left-to-right running total of place values) and
+`rounding:` (round B up to a ten, add, compensate).  Training mixture: {mix}; wording (opening, step
+sign, a connective between every two steps, closing) is drawn at random, independently of route and
+correctness.
 Recipe: the toy's (AdamW lr 3e-3, 100 warm-up steps, wd 0.01, betas (0.9, 0.98), clip 1.0, batch 64,
 loss on the response only).
 
-- Stopped at step {facts['steps']} ({facts['train_seconds']} s of training on CPU; build including the
-  profile measurement {facts['build_seconds']} s), the first evaluation (every 50 steps, every
-  5 once accuracy reached half the window's lower edge) whose T=1 accuracy on 512 held-out prompts was in [{TARGET[0]}, {TARGET[1]}]: **{facts['accuracy_t1_512']:.3f}**.
+- Stopped at step {facts['steps']}, the first evaluation (every 50 steps; every 5 once accuracy reached
+  half the window's lower edge) whose T=1 accuracy on 512 held-out prompts was in
+  [{TARGET[0]}, {TARGET[1]}]: **{facts['accuracy_t1_512']:.3f}**.  Wall time: {facts['train_seconds']} s of
+  training, {facts['build_seconds']} s with the profile, on {facts['torch_threads']} torch thread(s) (measured on
+  2 cores shared with other jobs; see `benchmarks/toy_fork.py`).
 - Weights sha256 (first 16 hex): `{facts['weights_sha256']}`; the build truncated at step
   {facts['truncated_build']['steps']}: `{facts['truncated_build']['weights_sha256']}`.
 
