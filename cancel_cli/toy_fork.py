@@ -73,7 +73,7 @@ def _build(out_dir, seed, target, max_steps, eval_every, fine_every, batch, stop
     return facts
 
 
-TRUNCATED_STEPS = 30
+TRUNCATED_STEPS = 10
 BUILD_THREADS = 1  # one thread: deterministic on any machine, and 3x faster than two on shared cores
 
 
