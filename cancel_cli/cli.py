@@ -146,7 +146,7 @@ def finish(run, summary) -> None:
 
 # -- option blocks shared by several commands (added to a command's signature by `options`) -------------
 ROLLOUT = {  # the rollout block of every command that samples a GRPO batch
-    "model": (str, typer.Option(None, "--model", "-m", help="toy | qwen3-1.7b | qwen3-4b | qwen2.5-math-7b | HF id | local folder.")),
+    "model": (str, typer.Option(None, "--model", "-m", help="toy | toy-fork | qwen3-1.7b | qwen3-4b | qwen2.5-math-7b | HF id | local folder.")),
     "prompts": (int, typer.Option(None, "--prompts", help="Prompts per rollout batch.")),
     "n": (int, typer.Option(None, "--n", help="Rollouts per prompt (group size).")),
     "temperature": (float, typer.Option(None, "--temperature", help="Rollout temperature (Table 3: 1.0).")),
@@ -570,27 +570,48 @@ def data_prepare(out: Path = typer.Option(Path("data/verl"), "--out"), data_dir:
 # -- toy ------------------------------------------------------------------------------------------
 @toy_app.command("build")
 @handled
-def toy_build(out: Optional[Path] = typer.Option(None, "--out", help="Default: the shipped cancel_cli/assets/toy."),
-              target_low: float = typer.Option(0.40, "--target-low"), target_high: float = typer.Option(0.60, "--target-high")):
+def toy_build(out: Optional[Path] = typer.Option(None, "--out", help="Default: the shipped cancel_cli/assets/<toy | toy-fork>."),
+              kind: str = typer.Option("plain", "--kind", help="plain (the toy) | fork (toy-fork: solution routes)."),
+              target_low: Optional[float] = typer.Option(None, "--target-low", help="Default: 0.40 (plain), 0.445 (fork)."),
+              target_high: Optional[float] = typer.Option(None, "--target-high", help="Default: 0.60 (plain), 0.555 (fork).")):
     """Train the toy model from scratch (deterministic for --seed) and save it as an HF folder."""
-    from .config import TOY_DIR
+    from .config import FORK_DIR, TOY_DIR
     from .console import info
+
+    if kind not in ("plain", "fork"):
+        raise UserError(f"unknown toy kind {kind!r} (plain | fork)")
+    from .toy_fork import TARGET as FORK_TARGET, build_fork
     from .toy_model import build_toy
 
-    if not 0 <= target_low < target_high <= 1:
-        raise UserError(f"need 0 <= target-low < target-high <= 1, got {target_low}, {target_high}")
-    facts = build_toy(out or TOY_DIR, seed=STATE.seed or 0, target=(target_low, target_high), log=info)
+    build, target = (build_fork, FORK_TARGET) if kind == "fork" else (build_toy, (0.40, 0.60))
+    low, high = target[0] if target_low is None else target_low, target[1] if target_high is None else target_high
+    if not 0 <= low < high <= 1:
+        raise UserError(f"need 0 <= target-low < target-high <= 1, got {low}, {high}")
+    facts = build(out or (FORK_DIR if kind == "fork" else TOY_DIR), seed=STATE.seed or 0, target=(low, high), log=info)
     facts.pop("history")
     typer.echo(json.dumps(facts, default=float) if SETTINGS.json else json.dumps(facts, indent=2))
 
 
 @toy_app.command("info")
 @handled
-def toy_info():
-    """Print the shipped toy's card."""
-    from .config import TOY_DIR
+def toy_info(model: str = typer.Option("toy", "--model", "-m", help="toy | toy-fork."),
+             measure: bool = typer.Option(False, "--measure", help="Re-measure the profile at T=1 (512 held-out "
+                                          "prompts, 128 groups of 8; --seed) instead of printing the card.")):
+    """Print an embedded toy's model card, or re-measure its profile (accuracy, entropy, routes, groups)."""
+    from .config import EMBEDDED_BUILDS, resolve_model
 
-    typer.echo((TOY_DIR / "README.md").read_text())
+    if model not in EMBEDDED_BUILDS:
+        raise UserError(f"unknown embedded toy {model!r} ({' | '.join(EMBEDDED_BUILDS)})")
+    _, folder = resolve_model(model)
+    if not measure:
+        typer.echo((folder / "README.md").read_text())
+        return
+    from .config import load_policy
+    from .toy_fork import check_targets, fork_profile
+
+    prof = fork_profile(load_policy(model, STATE.device), seed=STATE.seed)
+    prof["targets_met"] = check_targets(prof)
+    typer.echo(json.dumps(prof, default=float) if SETTINGS.json else json.dumps(prof, indent=2))
 
 
 def main():

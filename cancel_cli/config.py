@@ -22,17 +22,26 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = next((d for d in (Path(__file__).resolve().parent / "experiments", ROOT / "experiments") if d.is_dir()),
                    ROOT / "experiments")
 TOY_DIR = Path(__file__).resolve().parent / "assets" / "toy"
+FORK_DIR = Path(__file__).resolve().parent / "assets" / "toy-fork"
 
 MODELS = {
     "toy": str(TOY_DIR),
+    "toy-fork": str(FORK_DIR),
     "qwen3-1.7b": "Qwen/Qwen3-1.7B-Base",
     "qwen3-4b": "Qwen/Qwen3-4B-Base",
     "qwen2.5-math-7b": "Qwen/Qwen2.5-Math-7B",
 }
 
+EMBEDDED_BUILDS = {"toy": "cancel toy build --seed 0", "toy-fork": "cancel toy build --kind fork --seed 0"}
+from .tasks import TOYS  # noqa: E402  (the embedded toys; tasks is the lowest layer that needs the list)
+
+assert set(TOYS) == set(EMBEDDED_BUILDS)
+
 
 def resolve_model(name: str) -> tuple[str, Path]:
     """(model id, local folder) for a registry name, a local folder, or an HF id found in the local cache."""
+    if name in EMBEDDED_BUILDS and not (Path(MODELS[name]) / "config.json").exists():
+        raise UserError(f"model {name} is not built in this checkout: run `{EMBEDDED_BUILDS[name]}`")
     if name in MODELS:
         target = MODELS[name]
     else:

@@ -48,13 +48,13 @@ def build_config(vocab_size: int):
                        rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
 
 
-def _sft_batch(tok, rng: random.Random, size: int, pad: int, eos: int):
+def _sft_batch(tok, rng: random.Random, size: int, pad: int, eos: int, respond=toy_response):
     ids, labels = [], []
     for _ in range(size):
         p = toy_problems(1, rng.randrange(2**31), split="sft")[0]
         a, b = p.meta["a"], p.meta["b"]
         prompt = tok.encode(p.problem, add_special_tokens=False)
-        resp = tok.encode(toy_response(a, b, rng), add_special_tokens=False) + [eos]
+        resp = tok.encode(respond(a, b, rng), add_special_tokens=False) + [eos]
         ids.append(prompt + resp)
         labels.append([-100] * len(prompt) + resp)  # loss on the response only
     width = max(map(len, ids))
@@ -80,9 +80,13 @@ def toy_accuracy(policy, n: int = 512, seed: int = 0, temperature: float = 1.0, 
     return sum(score_batch(texts, [p.answer for p in probs])) / n
 
 
-def build_toy(out_dir: Path, seed: int = 0, target: tuple[float, float] = (0.40, 0.60), max_steps: int = 1500,
-              eval_every: int = 10, batch: int = 64, log=print) -> dict:
-    """Train the toy from scratch and save an HF folder with a model card.  Returns the card's facts."""
+def train_until(seed: int, respond, target: tuple[float, float], max_steps: int, eval_every: int, batch: int,
+                log=print, name: str = "toy", stop_at: int | None = None, fine_every: int | None = None):
+    """The build recipe above on responses from ``respond(a, b, rng)``: train from scratch, and stop at the
+    first evaluation whose held-out T=1 accuracy is in ``target`` (or right after step ``stop_at``, for a
+    truncated build).  With ``fine_every``, evaluations also come every ``fine_every`` steps once the last
+    accuracy reached half the window's lower edge (so a fast-rising accuracy does not jump the window).
+    Returns (policy, facts)."""
     from transformers import Qwen3ForCausalLM
 
     from .policy import Policy
@@ -93,18 +97,20 @@ def build_toy(out_dir: Path, seed: int = 0, target: tuple[float, float] = (0.40,
     model = Qwen3ForCausalLM(build_config(len(tok)))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98), weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
-    policy = Policy(model, tok, "toy")
+    policy = Policy(model, tok, name)
     t0, acc, history = time.time(), 0.0, []
     for step in range(1, max_steps + 1):
         model.train()
-        x, y, m = _sft_batch(tok, rng, batch, tok.pad_token_id, tok.eos_token_id)
+        x, y, m = _sft_batch(tok, rng, batch, tok.pad_token_id, tok.eos_token_id, respond)
         loss = model(input_ids=x, attention_mask=m, labels=y).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        if step % eval_every == 0:
+        if step == stop_at:
+            break
+        if step % eval_every == 0 or (fine_every and acc >= target[0] / 2 and step % fine_every == 0):
             model.eval()
             acc = toy_accuracy(policy, 512, seed=1000 + seed)
             history.append({"step": step, "loss": round(loss.item(), 4), "accuracy": acc})
@@ -112,12 +118,19 @@ def build_toy(out_dir: Path, seed: int = 0, target: tuple[float, float] = (0.40,
             if target[0] <= acc <= target[1]:
                 break
     else:
-        raise RuntimeError(f"toy build did not reach accuracy in {target} within {max_steps} steps")
+        raise RuntimeError(f"{name} build did not reach accuracy in {target} within {max_steps} steps")
     model.eval()
     facts = {"seed": seed, "steps": step, "accuracy_t1_512": acc, "train_seconds": round(time.time() - t0, 1),
              "params": sum(p.numel() for p in model.parameters()), "history": history}
+    return policy, facts
+
+
+def build_toy(out_dir: Path, seed: int = 0, target: tuple[float, float] = (0.40, 0.60), max_steps: int = 1500,
+              eval_every: int = 10, batch: int = 64, log=print) -> dict:
+    """Train the toy from scratch and save an HF folder with a model card.  Returns the card's facts."""
+    policy, facts = train_until(seed, toy_response, target, max_steps, eval_every, batch, log)
     facts["entropy_profile"] = entropy_profile(policy, seed=2000 + seed)
-    save_toy(model, tok, Path(out_dir), facts)
+    save_toy(policy.model, policy.tokenizer, Path(out_dir), facts)
     return facts
 
 
@@ -148,10 +161,14 @@ def entropy_profile(policy, n: int = 256, seed: int = 0) -> dict:
             "mean_entropy_scaffold": round(float(ent[scaffold].mean()), 4)}
 
 
-def save_toy(model, tok, out_dir: Path, facts: dict) -> None:
+def save_pretrained(model, tok, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
+
+
+def save_toy(model, tok, out_dir: Path, facts: dict) -> None:
+    save_pretrained(model, tok, out_dir)
     (out_dir / "build.json").write_text(json.dumps(facts, indent=2))
     ep = facts["entropy_profile"]
     card = f"""# cancel toy model

@@ -120,10 +120,11 @@ def data(v) -> None:
 def resume(v) -> None:
     """``--resume ID``: the run exists, is this command's, is not done and no live process holds it."""
     if v:
-        from . import cli
         from .store import Store
 
-        Store(cli.STATE.results).resumable(v, _command())
+        ctx = context()
+        root = ctx.find_root().params.get("results") if ctx is not None else None
+        Store(root).resumable(v, command())
 
 
 POSITIVE = ("prompts", "n", "max_new_tokens", "m", "M", "bootstrap", "per_cell", "repeat", "candidates", "mask_size", "pairs",
@@ -135,7 +136,6 @@ RULES = {
     "lr": lambda v: _number("lr", v, 0, lo_open=True),
     "train_lr": lambda v: _number("train_lr", v, 0, lo_open=True),
     "tau": lambda v: _number("tau", v, 0, 0.5),
-    "low_conf_quantile": lambda v: _number("low_conf_quantile", v, 0, 1, lo_open=True, hi_open=True),
     "probe_proxy": lambda v: _number("probe_proxy", v, 0),
     "optimizer": lambda v: v is None or v in OPTIMIZERS or _raise(f"unknown --optimizer {v!r} ({' | '.join(OPTIMIZERS)})"),
     "seed": seed,

@@ -14,7 +14,7 @@ LAYERS = [
     ("", "errors", "console", "summary", "atomic"),  # base: used everywhere, imports nothing above
     ("tasks",),
     ("config", "policy", "sampling", "continuation", "vllm_engine", "evaluation"),  # models, sampling, input checks
-    ("grpo", "rollout", "toy_model", "verl_ext.checkpoints"),  # checkpoints: path logic, no verl import  # the rollout batch and the GRPO update
+    ("grpo", "rollout", "toy_model", "toy_fork", "verl_ext.checkpoints"),  # checkpoints: path logic, no verl import  # the rollout batch and the GRPO update
     ("analysis",),
     ("store", "runguard", "scope"),  # the results store, its run locks / signal handling, scoped views
     ("plots",),

@@ -10,6 +10,8 @@ letters around it in the decoded response), because sub-word and character token
 - ``operator``: math operators and symbols (``+ - * / = ^ < > % \\times \\frac \\sqrt`` and other LaTeX
   math commands), unless they are part of an arrow.
 - ``word``: every other alphabetic token.
+- ``decision``: the token that starts a route heading of the toy-fork task (``carrying:``, ``places:``,
+  ``rounding:``): the route-choice token (the rest of the word is ``format``).
 The rules are fixed in advance and not tuned to any result.
 """
 
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import re
 
-CATEGORIES = ("format", "number", "operator", "word")
+from ..tasks.fork import ROUTE_RE
+
+CATEGORIES = ("format", "number", "operator", "word", "decision")
 TEMPLATE_WORDS = {
     "answer", "answers", "so", "thus", "therefore", "hence", "final", "step", "steps", "columns", "column", "by",
     "the", "is", "are", "let", "lets", "let's", "s", "we", "add", "work", "sum", "boxed", "box", "result", "solution",
@@ -69,6 +73,8 @@ def _classify(piece: str, start: int, text: str, spans, special) -> str:
         word = text[a:b].lower()
         if a > 0 and text[a - 1] == "\\":  # a LaTeX command: \frac is math, \boxed / \text are format
             return "operator" if word in MATH_COMMANDS else "format"
+        if ROUTE_RE.match(text, a):  # a toy-fork route heading: its first token chooses the route
+            return "decision" if start <= a < end else "format"
         return "format" if word in TEMPLATE_WORDS else "word"
     around = text[max(0, start - 1) : end + 1]
     if "->" in around or "=>" in around:

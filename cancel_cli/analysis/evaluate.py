@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 import torch
 
-from ..config import load_policy, to_dict
+from ..config import TOYS, load_policy, to_dict
 from ..console import print_table, progress
 from ..errors import UserError
 from ..evaluation import (PAPER_SETS, TABLE4_SAMPLING, TOY_BENCHMARKS, benchmark_k, benchmark_problems, metric_name,
@@ -100,7 +100,7 @@ def run(cfg: EvalConfig, store, resume: str | None = None):
         raise UserError("--limit, --k and --max-new-tokens must be >= 1")
     tg = targets(cfg, store)
     base_model = store.get_done(cfg.run).config.get("model", cfg.model) if cfg.run else cfg.model
-    toy = base_model == "toy"
+    toy = base_model in TOYS
     names = [b.strip() for b in cfg.benchmarks.split(",") if b.strip()] or (list(TOY_BENCHMARKS) if toy else PAPER_SETS)
     settings = TABLE4_SAMPLING if cfg.sweep_sampling else [(cfg.temperature, cfg.top_p)]
     max_new = cfg.max_new_tokens or (96 if toy else 8192)

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from .probe import flip_rate, flip_summary, token_table
+from ..config import TOYS
 from ..console import info, progress
 from ..errors import UserError
 from ..evaluation import benchmark_k, benchmark_problems, sample_and_score, score_frame
@@ -249,7 +250,7 @@ class Trainer:
         self.policy.model.eval()
         for name in cfg.val_sets:
             probs = benchmark_problems(name, cfg.val_prompts or None, seed=cfg.seed)
-            k = cfg.val_k if cfg.model == "toy" else benchmark_k(name)
+            k = cfg.val_k if cfg.model in TOYS else benchmark_k(name)
             df = sample_and_score(self.policy, probs, k, cfg.val_temperature, cfg.val_top_p, cfg.max_new_tokens,
                                   template, torch.Generator().manual_seed(cfg.seed + 7 * self.step), self.sampler)
             rows.append({"step": self.step, "benchmark": name, "k": k, "accuracy": score_frame(df, k),

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, field
 
+TOYS = ("toy", "toy-fork")  # the embedded toy models: toy prompts, toy validation sets, 96-token responses
+
 
 @dataclass
 class Problem:

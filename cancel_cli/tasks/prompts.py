@@ -29,4 +29,6 @@ def render(problem: str, template: str) -> str:
 
 
 def default_template(model: str) -> str:
-    return "toy" if model == "toy" else "qwen-boxed"
+    from . import TOYS
+
+    return "toy" if model in TOYS else "qwen-boxed"
