@@ -99,10 +99,9 @@ def store(write: bool = True):
 
     st = Store(STATE.results)
     if write:
-        import click
+        from .validate import command
 
-        ctx = click.get_current_context(silent=True)
-        st.check_writable(ctx.info_name if ctx else None)  # also the command's folder
+        st.check_writable(command())  # also the command's folder
     return st
 
 
@@ -136,8 +135,8 @@ def finish(run, summary) -> None:
     """Print the run's headline summary (rich table, or one JSON object with --json)."""
     from .console import print_table
 
-    if hasattr(summary, "to_json"):
-        summary = summary.to_json()
+    if hasattr(summary, "to_json"):  # a summary.Summary dataclass
+        summary = {k: v for k, v in summary.to_json().items() if k != "schema"}
     if SETTINGS.json:
         typer.echo(json.dumps({"id": run.id, "status": run.status, "summary": summary}, default=float))
         return
@@ -262,26 +261,37 @@ def train(
     nnodes: int = typer.Option(1, "--nnodes", help="verl engine: Ray nodes."),
     gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="verl engine: GPUs per node."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="verl engine: existing Ray cluster address."),
+    tp: int = typer.Option(1, "--tp", help="verl engine: vLLM tensor-parallel size per rollout replica."),
+    keep_checkpoints: int = typer.Option(2, "--keep-checkpoints", help="verl engine: keep the last k checkpoints."),
 ):
     """GRPO training with QB / RB / sign-partitioned / positive-only variants (Fig. 7a, 8, 10)."""
     check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .grpo.trainer import TrainConfig
 
-    if qb and sign_partition:
-        raise UserError("--qb and --sign-partition are different mini-batch plans; pick one")
-    plan = mini_batching or ("query-preserved" if qb else "sign-partitioned" if sign_partition else None)
+    from .grpo.trainer import plan_for
+
+    plan = plan_for(qb, sign_partition, mini_batching) if (qb or sign_partition or mini_batching) else None
     from .config import EXTENDABLE
 
+    ctx = COMMAND_CONTEXT.get()
+    if engine == "verl" and not ctx.params.get("preset"):  # paper settings of the model (Table 3), not the toy's
+        from .verl_ext.launcher import default_preset
+
+        ctx.params["preset"] = default_preset(ctx.params.get("model") or "toy")
     cfg, resume = config_for(TrainConfig, rename={"probe_proxy": "probe_proxy_every"}, resumable=EXTENDABLE,
                              cli_only=("engine", "qb", "sign_partition", "mini_batching", "dry_run", "nnodes",
-                                       "gpus_per_node", "ray_address"), extra={"plan": plan} if plan else None)
+                                       "gpus_per_node", "ray_address", "tp", "keep_checkpoints"),
+                             extra={"plan": plan} if plan else None)
+    if engine == "verl":  # verl runs on every GPU it is given (bf16 rollouts), whatever --device says about this process
+        cfg.device = cfg.device if cfg.device.startswith("cuda:") else "cuda"
+        cfg.dtype = "bfloat16"
     if engine == "verl":
         if resume:
             raise UserError("--resume is available with --engine torch only (verl resumes from its own checkpoints)")
         from .verl_ext.launcher import launch
 
-        run, summary = launch(cfg, store(), dry_run=dry_run, nnodes=nnodes, gpus_per_node=gpus_per_node,
-                              ray_address=ray_address)
+        run, summary = launch(cfg, store(write=not dry_run), dry_run=dry_run, nnodes=nnodes, gpus_per_node=gpus_per_node,
+                              ray_address=ray_address, tp=tp, keep_checkpoints=keep_checkpoints, resume=resume)
         if run is not None:
             finish(run, summary)
         return
@@ -374,17 +384,20 @@ def mask_effect(
 @handled
 @options(ROLLOUT, PRESET, RESUME)
 def mc_value(
-    M: Optional[int] = typer.Option(None, "--M", help="Continuations from s+a and from s (paper: 256)."),
+    M: Optional[int] = typer.Option(None, "--M", help="Continuations per branch (paper: 256; >= 2 for a standard error)."),
     per_cell: Optional[int] = typer.Option(None, "--per-cell", help="Tokens per (boosted|suppressed) x (pos|neg) cell."),
+    estimator: Optional[str] = typer.Option(None, "--estimator", help="direct (default: s+o_t vs s+a, a != o_t) | eq20 (Eq. 20)."),
+    decode_width: Optional[int] = typer.Option(None, "--decode-width", help="Rows of the continuous decode batch."),
     repeat: Optional[int] = typer.Option(None, "--repeat", help="Fig. 11: gap after 1..K repeated updates on the batch."),
     lr: Optional[float] = typer.Option(None, "--lr"), optimizer: Optional[str] = typer.Option(None, "--optimizer"),
     from_batch: Optional[str] = typer.Option(None, "--from-batch"),
 ):
-    """Monte-Carlo counterfactual token value (Eq. 20, Fig. 5a, Fig. 11)."""
+    """Monte-Carlo counterfactual token value (Sec. 3.2, Fig. 5a, Fig. 11)."""
     check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import value
 
     cfg, resume = config_for(value.ValueConfig)
+    cfg.validate()  # --estimator, --M >= 2 (a standard error needs two draws): before any run folder
     run, summary = value.run(cfg, store(), resume=resume)
     finish(run, summary)
 
@@ -407,18 +420,22 @@ def entropy_gap(
 
 @app.command("budget-sweep")
 @handled
-@options(ROLLOUT, PRESET, RESUME, skip=("prompts", "n"))
+@options(ROLLOUT, PRESET, RESUME)
 def budget_sweep(
     axis: Optional[str] = typer.Option(None, "--axis", help="batch-size | rollout-n | reward-mix."),
     M: Optional[int] = typer.Option(None, "--M"), lr: Optional[float] = typer.Option(None, "--lr"),
     candidates: Optional[int] = typer.Option(None, "--candidates", help="Fixed candidate tokens whose values are cached."),
-    values: Optional[str] = typer.Option(None, "--values", help="Comma-separated axis values (default: paper's)."),
+    values: Optional[str] = typer.Option(None, "--values", help="Comma-separated axis values (default: batch-size "
+                                                                 "16..--prompts, rollout-n 1..--n, reward-mix 0..--n)."),
+    estimator: Optional[str] = typer.Option(None, "--estimator", help="direct | eq20 (token values)."),
+    decode_width: Optional[int] = typer.Option(None, "--decode-width", help="Rows of the continuous decode batch."),
 ):
     """Value gap vs sampling budget: batch size, rollout-n, reward mix (Fig. 6, Fig. 7b)."""
     check_flags(locals())  # bad input: one line, before any work and before a run folder
     from .analysis import budget
 
     cfg, resume = config_for(budget.BudgetConfig)
+    cfg.validate()
     run, summary = budget.run(cfg, store(), resume=resume)
     finish(run, summary)
 
@@ -469,6 +486,7 @@ def reproduce(
     preset: str = typer.Option("toy", "--preset", help="toy | paper."),
     out: Path = typer.Option(Path("figures"), "--out"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the stages and their resolved configs; run nothing."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per stochastic stage (default 3 toy, 1 paper)."),
 ):
     """Run every experiment, render every figure and table, and write figures/REPORT.md."""
     check_flags(locals())  # bad input: one line, before any work and before a run folder
@@ -482,7 +500,7 @@ def reproduce(
         for stage in stage_plan(model, preset, seed, device):
             typer.echo(json.dumps({"stage": stage.name, "command": stage.command, "config": stage.config}, default=str))
         return
-    summary = rep(model, preset, store(), out, seed=seed, device=device)
+    summary = rep(model, preset, store(), out, seed=seed, device=device, seeds=seeds)
     if SETTINGS.json:
         typer.echo(json.dumps(summary, default=float))
 

@@ -116,31 +116,56 @@ def _eval_trains(evaluate, store, cfg, labels):
     return last
 
 
-def reproduce(model: str, preset_name: str, store, out: Path, seed: int = 0, device: str = "cpu") -> dict:
-    plan = stages(model, preset_name, seed, device)
+def seed_list(preset_name: str, seeds: int | None, seed: int) -> list[int]:
+    """``--seeds K``: seeds seed, seed+1, ..., seed+K-1 (default 3 on the toy preset, 1 on paper presets)."""
+    k = (3 if preset_name == "toy" else 1) if seeds is None else seeds
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"--seeds must be an integer >= 1, got {seeds!r}")
+    return [seed + i for i in range(k)]
+
+
+def reproduce(model: str, preset_name: str, store, out: Path, seed: int = 0, device: str = "cpu",
+              seeds: int | None = None) -> dict:
+    """Every stage once per seed (stage by stage, so an interrupted reproduce leaves whole stages over all
+    seeds); stage s of seed k runs against the store scoped to (model, seed k), so a stage that reads an
+    earlier stage's latest run (entropy-gap reads mc-value, eval reads train) reads its own seed's.  Seeds
+    share the process: imports, the tokenizer files and the value cache."""
+    seed_ids = seed_list(preset_name, seeds, seed)
     if preset_name == "toy" and model != "toy":
         info(f"[yellow]note: the toy preset with --model {model}: small batches, short responses[/yellow]")
-    t0, timings, runs = time.time(), {}, {}
-    with progress("reproduce", len(plan)) as advance:
-        for name, fn in plan:
-            info(f"[bold]stage:[/bold] {name}")
-            t = time.time()
-            res = fn(store)
-            if res is not None and isinstance(res, tuple) and res and hasattr(res[0], "id"):
-                runs[name] = res[0].id
-            timings[name] = round(time.time() - t, 1)
-            advance()
+    store.check_writable()
+    from .scope import scoped
+
+    plans = {s: stages(model, preset_name, s, device) for s in seed_ids}
+    names = [name for name, _ in plans[seed_ids[0]]]
+    t0, timings, cpu, runs = time.time(), {}, {}, {}
+    with progress("reproduce", len(names) * len(seed_ids)) as advance:
+        for j, name in enumerate(names):
+            per_seed, per_seed_cpu = [], []
+            for s in seed_ids:
+                info(f"[bold]stage:[/bold] {name} (seed {s})")
+                t, c = time.time(), time.process_time()
+                res = plans[s][j][1](scoped(store, model, [s]))
+                if res is not None and isinstance(res, tuple) and res and hasattr(res[0], "id"):
+                    runs[f"{name} seed {s}"] = res[0].id
+                per_seed.append(round(time.time() - t, 1))
+                per_seed_cpu.append(round(time.process_time() - c, 1))
+                advance()
+            timings[name], cpu[name] = per_seed, per_seed_cpu
     from .plots import FIGURES, render
     from .report import write_report
 
+    view = scoped(store, model, seed_ids)
     rendered, missing = [], {}
     for fig in FIGURES:
         try:
-            rendered += [str(p) for p in render(fig, store, out)]
+            rendered += [str(p) for p in render(fig, view, out)]
         except UserError as e:
             missing[fig] = str(e)
-    report = write_report(store, out, model, preset_name, timings, missing)
     total = round(time.time() - t0, 1)
+    report = write_report(view, out, model, preset_name, timings, missing, seeds=seed_ids, total_seconds=total,
+                          cpu_seconds=cpu)
     info(f"reproduce finished in {total} s; report: {report}")
-    return {"report": str(report), "seconds": total, "stage_seconds": timings, "runs": runs,
+    return {"report": str(report), "seconds": total, "seeds": seed_ids, "stage_seconds": timings,
+            "stage_cpu_seconds": cpu, "runs": runs,
             "figures": len(rendered), "missing": missing}

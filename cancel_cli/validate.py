@@ -19,23 +19,29 @@ ENGINES = {"eval": ("torch", "vllm", "auto"), "train": ("torch", "verl")}
 DEVICE = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 
 
-def _flag(name: str) -> str:
-    """The option as the user typed it (``--top-p``), from the running click command when there is one."""
-    import click
+def context():
+    """The running command's click context, or None (typer >= 0.2x vendors its own click)."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+    return get_current_context(silent=True)
 
-    ctx = click.get_current_context(silent=True)
+
+def command() -> str:
+    """The running subcommand's name (``mc-value``), or "" outside the CLI."""
+    ctx = context()
+    return ctx.info_name if ctx is not None else ""
+
+
+def _flag(name: str) -> str:
+    """The option as the user typed it (``--top-p``), from the running command when there is one."""
+    ctx = context()
     if ctx is not None:
         for p in ctx.command.params:
             if p.name == name and getattr(p, "opts", None):
                 return max(p.opts, key=len)
     return "--" + name.replace("_", "-")
-
-
-def _command() -> str:
-    import click
-
-    ctx = click.get_current_context(silent=True)
-    return ctx.info_name if ctx is not None else ""
 
 
 def _number(name: str, v, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
@@ -75,9 +81,8 @@ def device(v) -> None:
             raise UserError(f"--device {v}: only {torch.cuda.device_count()} CUDA device(s) visible")
 
 
-def engine(v, command: str | None = None) -> None:
-    command = command or _command()
-    allowed = ENGINES.get(command, ("torch", "vllm", "auto"))
+def engine(v, cmd: str | None = None) -> None:
+    allowed = ENGINES.get(cmd or command(), ("torch", "vllm", "auto"))
     if v not in allowed:
         raise UserError(f"unknown --engine {v!r} ({' | '.join(allowed)})")
     if v == "vllm":
@@ -111,6 +116,26 @@ def data(v) -> None:
         raise UserError(f"--data {v}: no problems in it")
 
 
+def resume(v) -> None:
+    """``--resume ID``: the run exists, is this command's, is not done and no live process holds it."""
+    if not v:
+        return
+    from . import runguard
+    from .store import Store
+
+    ctx = context()
+    root = ctx.find_root().params.get("results") if ctx is not None else None
+    run = Store(root).get(v)
+    cmd = command()
+    if cmd and run.meta.get("command") not in (None, cmd):
+        raise UserError(f"run {v} is a {run.meta.get('command')} run, not {cmd}")
+    if run.status == "done":
+        raise UserError(f"run {v} is already done; nothing to resume")
+    if runguard.is_locked(run.path):
+        pid = runguard.owner_pid(run.path)
+        raise UserError(f"run {v} is in use by a running process{f' (pid {pid})' if pid else ''}; wait for it or stop it first")
+
+
 POSITIVE = ("prompts", "n", "max_new_tokens", "m", "M", "bootstrap", "per_cell", "repeat", "candidates", "mask_size", "pairs",
             "exact_tokens", "full_candidates", "steps", "val_every", "minibatch_prompts", "boot", "limit", "k",
             "nnodes", "gpus_per_node")
@@ -128,6 +153,7 @@ RULES = {
     "engine": engine,
     "model": model,
     "data": data,
+    "resume": resume,
     **{k: (lambda name: lambda v: _number(name, v, 1))(k) for k in POSITIVE},
 }
 LAST = ["model", "data"]  # file reads after the cheap checks

@@ -14,11 +14,11 @@ LAYERS = [
     ("", "errors", "console", "summary", "atomic"),  # base: used everywhere, imports nothing above
     ("tasks",),
     ("config", "policy", "sampling", "vllm_engine", "evaluation", "validate"),  # models, sampling, input checks
-    ("grpo", "rollout", "toy_model"),  # the rollout batch and the GRPO update
+    ("grpo", "rollout", "toy_model", "verl_ext.checkpoints"),  # checkpoints: path logic, no verl import  # the rollout batch and the GRPO update
     ("analysis",),
-    ("store", "runguard"),  # the results store and its run locks / signal handling
+    ("store", "runguard", "scope"),  # the results store, its run locks / signal handling, scoped views
     ("plots",),
-    ("report", "reproduce", "cli", "__main__", "verl_ext"),  # the application and the verl integration
+    ("report", "report_section", "report_stats", "report_header", "report_train", "reproduce", "cli", "__main__", "verl_ext"),  # the application and the verl integration
 ]
 
 

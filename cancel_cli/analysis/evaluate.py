@@ -8,7 +8,7 @@ per target x setting x benchmark), so ``--resume`` continues where a killed job 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import torch
@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..evaluation import (PAPER_SETS, TABLE4_SAMPLING, TOY_BENCHMARKS, benchmark_k, benchmark_problems, metric_name,
                           sample_and_score, score_frame)
 from ..sampling import make_sampler
+from ..summary import Summary
 from ..tasks.prompts import default_template
 
 
@@ -39,6 +40,38 @@ class EvalConfig:
     device: str = "auto"
 
 
+def setting_label(temperature: float, top_p: float) -> str:
+    return f"T{temperature:g}/p{top_p:g}"
+
+
+@dataclass
+class EvalSummary(Summary):
+    """Scores of the last evaluated target (the final checkpoint with ``--run``), per benchmark and sampling
+    setting; ``average`` is the mean over benchmarks at the configured (temperature, top-p)."""
+
+    SCHEMA = 1
+    base_model: str
+    run: str  # the train run whose checkpoints were evaluated ("" = the model itself)
+    final_step: int  # checkpoint step of the scores (-1 = the model itself)
+    setting: str  # the configured sampling setting, e.g. T0.6/p0.95
+    average: float
+    scores: dict = field(default_factory=dict)  # "<setting>" -> {benchmark: score}
+    samples: dict = field(default_factory=dict)  # benchmark -> problems x k (scored samples per setting)
+    metrics: dict = field(default_factory=dict)  # benchmark -> "avg@k" | "pass@1"
+
+
+def eval_summary(scores: pd.DataFrame, cfg: "EvalConfig", base_model: str) -> EvalSummary:
+    last = scores[scores.step == scores.step.max()]
+    by = {setting_label(t, p): {r.benchmark: float(r.score) for r in g.itertuples()}
+          for (t, p), g in last.groupby(["temperature", "top_p"])}
+    own = setting_label(cfg.temperature, cfg.top_p)
+    key = own if own in by else next(iter(by))
+    return EvalSummary(base_model=base_model, run=cfg.run, final_step=int(last.step.max()), setting=key,
+                       average=float(pd.Series(by[key]).mean()), scores=by,
+                       samples={r.benchmark: int(r.problems * r.k) for r in last.itertuples()},
+                       metrics={r.benchmark: str(r.metric) for r in last.itertuples()})
+
+
 def targets(cfg: EvalConfig, store) -> list[tuple[str, int, str]]:
     """(label, step, model path or name) to evaluate."""
     if not cfg.run:
@@ -46,10 +79,20 @@ def targets(cfg: EvalConfig, store) -> list[tuple[str, int, str]]:
     src = store.get_done(cfg.run)
     if src.meta.get("command") != "train":
         raise UserError(f"--run needs a train run, {cfg.run} is a {src.meta.get('command')} run")
-    ckpts = sorted((src.path / "checkpoints").glob("step-*"))
+    from ..verl_ext.checkpoints import verl_checkpoints
+
+    ckpts = [(p.name, int(p.name.split("-")[1]), p) for p in sorted((src.path / "checkpoints").glob("step-*"))]
+    ckpts += verl_checkpoints(src.path)  # --engine verl runs: global_step_N/actor/huggingface
     if not ckpts:
         raise UserError(f"train run {cfg.run} has no checkpoints")
-    return [(f"{cfg.run}@{p.name}", int(p.name.split("-")[1]), str(p)) for p in ckpts]
+    return [(f"{cfg.run}@{name}", step, str(p)) for name, step, p in ckpts]
+
+
+def close_samplers(loaded: dict) -> None:
+    """Shut down the previous checkpoint's engine (a vLLM engine holds GPU memory until closed)."""
+    for _, sampler in loaded.values():
+        getattr(sampler, "close", lambda: None)()
+    loaded.clear()
 
 
 def run(cfg: EvalConfig, store, resume: str | None = None):
@@ -75,7 +118,7 @@ def run(cfg: EvalConfig, store, resume: str | None = None):
                 if i in done:
                     continue
                 if path not in loaded:
-                    loaded.clear()
+                    close_samplers(loaded)
                     pol = load_policy(path, cfg.device, "float32" if cfg.device == "cpu" else "bfloat16")
                     loaded[path] = (pol, make_sampler(pol, cfg.engine))
                 pol, sampler = loaded[path]
@@ -88,11 +131,10 @@ def run(cfg: EvalConfig, store, resume: str | None = None):
                                                           "score": score_frame(df, k), "problems": len(problems[b]),
                                                           "truncated": float(df.truncated.mean())}]))
                 advance()
+        close_samplers(loaded)
         scores = r.read_table("scores")
         r.write_table("results", scores)
-        last = scores[scores.step == scores.step.max()]
-        summary = {f"{row.benchmark}@T{row.temperature}/p{row.top_p}": float(row.score) for row in last.itertuples()}
-        summary["average"] = float(last.groupby(["temperature", "top_p"]).score.mean().iloc[-1])
+        summary = eval_summary(scores, cfg, base_model)
         print_table("evaluation", scores.drop(columns=["target"]).to_dict("records"))
         r.finish(summary)
     return r, summary

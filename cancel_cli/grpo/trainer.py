@@ -11,6 +11,7 @@ written as numbered parts; the resume state (model, optimizer, RNGs, RB buffer) 
 
 from __future__ import annotations
 
+import math
 import pickle
 import shutil
 import time
@@ -27,6 +28,7 @@ from ..evaluation import benchmark_k, benchmark_problems, sample_and_score, scor
 from ..rollout import (ProblemSource, RolloutBatch, RolloutConfig, build_batch, experiment_run, mixed_group_share,
                        sample_batch, setup)
 from ..sampling import make_sampler
+from ..summary import Summary
 from ..tasks.prompts import default_template
 from .advantages import grpo_advantage
 from .loss import ClipConfig
@@ -80,6 +82,29 @@ class TrainConfig(RolloutConfig):
             raise UserError(f"mini-batch of {self.minibatch_prompts} prompts does not fit a batch of {self.prompts} prompts")
 
 
+def plan_for(qb: bool = False, sign_partition: bool = False, mini_batching: str | None = None) -> str:
+    """The mini-batch plan named by ``cancel train``'s flags (``--mini-batching`` wins)."""
+    if qb and sign_partition:
+        raise UserError("--qb and --sign-partition are different mini-batch plans; pick one")
+    return mini_batching or ("query-preserved" if qb else "sign-partitioned" if sign_partition else "verl-default")
+
+
+def training_advantage(batch: RolloutBatch, positive_only: bool) -> torch.Tensor:
+    """The advantage the update trains on: GRPO's A, or A+ = A * 1[r = 1] under positive-only (Alg. 2)."""
+    return batch.advantage * (batch.reward == 1).float() if positive_only else batch.advantage
+
+
+@dataclass
+class StepRecord:
+    """What one training step actually did (kept in memory for the last step only): the batch, the plan
+    whose mini-batches the optimizer stepped on, and the advantage it trained on."""
+
+    step: int
+    batch: RolloutBatch
+    minibatches: list
+    advantage: torch.Tensor
+
+
 def concat_groups(policy, groups: list[Group]) -> RolloutBatch:
     rows = [r for g in groups for r in g.payload]
     batch = build_batch(policy, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
@@ -117,6 +142,7 @@ class Trainer:
         self.sampler = make_sampler(policy, "torch")
         self.rb = RewardBalancedBuffer(cfg.prompts, cfg.tau, cfg.rb_max_age, cfg.rb_max_wait) if cfg.rb else None
         self.step = 0
+        self.last: StepRecord | None = None
 
     # -- resume state ---------------------------------------------------------------------------
     def save_state(self) -> None:
@@ -148,7 +174,7 @@ class Trainer:
         extra = pickle.loads((d / "extra.pkl").read_bytes())
         self.source.rng.setstate(extra["source_rng"])
         self.rb = extra["rb"]
-        for table in ("metrics", "validation", "tokens", "proxy"):  # drop rows written after the checkpoint
+        for table in ("metrics", "validation", "tokens", "proxy", "minibatches"):  # drop rows written after the checkpoint
             for p in self.run.parts(table):
                 if int(p.stem.split("-")[1]) > self.step:
                     p.unlink()
@@ -179,13 +205,14 @@ class Trainer:
     def train_step(self) -> dict:
         cfg, t0 = self.cfg, time.time()
         batch, rb_stats = self.next_batch()
-        adv = batch.advantage * (batch.reward == 1).float() if cfg.positive_only else batch.advantage
+        adv = training_advantage(batch, cfg.positive_only)
         stats = self.policy.token_stats(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask,
                                         temperature=cfg.temperature)
         plan = make_plan(cfg.plan, batch.uid, adv.numpy(), batch.lengths, cfg.minibatch_prompts * cfg.n,
                          prompt_lengths=batch.prompt_mask.sum(1).numpy(), dp=cfg.dp, seed=cfg.seed * 100003 + self.step)
         theta0 = self.policy.clone() if cfg.probe_proxy_every and self.step % cfg.probe_proxy_every == 0 else None
         upd = self.updater.step(batch, plan.minibatches, advantage=adv, old_logprob=stats.logprob)
+        self.last = StepRecord(self.step, batch, plan.minibatches, adv)
         new_lp = self.policy.token_stats(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask,
                                          temperature=cfg.temperature, with_entropy=False).logprob
         m = batch.response_mask.bool()
@@ -195,11 +222,15 @@ class Trainer:
         split_frac, mb_per_group = groups_split_fraction(plan.minibatches, batch.uid)
         row = {"step": self.step, "reward": float(batch.reward.mean()), "mixed_groups": mixed_group_share(batch),
                "entropy": float(stats.entropy[m].mean()), "response_length": float(batch.lengths.mean()),
-               "rollouts": len(batch), "minibatches": len(plan.minibatches), "groups_split_frac": split_frac,
+               "rollouts": len(batch), "n_pos_reward": int((batch.reward == 1).sum()),
+               "n_neg_reward": int((batch.reward != 1).sum()), "minibatches": len(plan.minibatches),
+               "groups_split_frac": split_frac,
                "minibatches_per_group": mb_per_group, "mean_abs_S_B": float(plan.stats.abs_group_adv_sum.mean()),
                **upd, **flip_summary(delta, tok_adv), "flip_rate": flip_rate(delta, tok_adv), **rb_stats,
                "seconds": time.time() - t0, **self.tags}
         self.run.write_part("metrics", self.part_offset + self.step, pd.DataFrame([row]))
+        # the step log of mini-batches (rollouts, groups split, N+ / N- by the trained advantage's sign)
+        self.run.write_part("minibatches", self.part_offset + self.step, plan.stats.assign(step=self.step, **self.tags))
         if cfg.save_tokens:
             tt = token_table(batch, stats.logprob, new_lp, stats.entropy, self.policy.tokenizer, step=self.step,
                              **self.tags)
@@ -266,20 +297,54 @@ def proxy_agreement(theta0, batch, minibatches, adv, old_lp, cfg: TrainConfig, s
             "tokens": int(moved.sum()), "corr": float(np.corrcoef(f, h)[0, 1])}
 
 
-def summarize(run) -> dict:
+@dataclass
+class TrainSummary(Summary):
+    """Headline numbers of a train run (the verl launcher's ``summarize`` produces the same dataclass)."""
+
+    SCHEMA = 1
+    plan: str
+    rb: bool
+    positive_only: bool
+    steps: int
+    val_accuracy_first: float  # mean over validation sets at the first / last evaluation
+    val_accuracy_last: float
+    val_accuracy_gain: float
+    val_problems: int  # problems x samples behind val_accuracy_last (0 when unknown)
+    reward_last: float
+    groups_split_frac: float  # mean over steps
+    pos_boosted: float
+    neg_boosted: float
+    rb_utilization: float  # nan without RB
+    proxy_sign_agreement: float  # mean over probe steps (Fig. 10); nan without the probe
+
+
+def summarize(run) -> TrainSummary:
+    nan = float("nan")
     met = run.read_table("metrics") if run.has_table("metrics") else pd.DataFrame()
     val = run.read_table("validation") if run.has_table("validation") else pd.DataFrame()
-    out = {"steps": int(met.step.max()) if len(met) else 0}
+    prx = run.read_table("proxy") if run.has_table("proxy") else pd.DataFrame()
+    cfg = run.config
+    first = last = nan
+    n_last = 0
     if len(val):
         mean = val.groupby("step").accuracy.mean()
-        out.update({"val_accuracy_first": float(mean.iloc[0]), "val_accuracy_last": float(mean.iloc[-1]),
-                    "val_accuracy_gain": float(mean.iloc[-1] - mean.iloc[0])})
-    if len(met):
-        out.update({"reward_last": float(met.reward.iloc[-1]), "groups_split_frac": float(met.groups_split_frac.mean()),
-                    "pos_boosted": float(met.pos_boosted.mean()), "neg_boosted": float(met.neg_boosted.mean())})
-        if "rb_utilization" in met:
-            out["rb_utilization"] = float(met.rb_utilization.iloc[-1])
-    return out
+        first, last = float(mean.iloc[0]), float(mean.iloc[-1])
+        fin = val[val.step == val.step.max()]
+        n_last = int((fin.problems * fin.k).sum()) if {"problems", "k"} <= set(fin.columns) else 0
+
+    def col(name, how="mean"):
+        if not len(met) or name not in met:
+            return nan
+        return float(met[name].iloc[-1] if how == "last" else met[name].mean())
+
+    return TrainSummary(plan=str(cfg.get("plan", "")), rb=bool(cfg.get("rb", False)),
+                        positive_only=bool(cfg.get("positive_only", False)), steps=int(met.step.max()) if len(met) else 0,
+                        val_accuracy_first=first, val_accuracy_last=last,
+                        val_accuracy_gain=last - first if not math.isnan(first) else nan, val_problems=n_last,
+                        reward_last=col("reward", "last"), groups_split_frac=col("groups_split_frac"),
+                        pos_boosted=col("pos_boosted"), neg_boosted=col("neg_boosted"),
+                        rb_utilization=col("rb_utilization", "last"),
+                        proxy_sign_agreement=float(prx.sign_agreement.mean()) if len(prx) else nan)
 
 
 def run(cfg: TrainConfig, store, resume: str | None = None, command: str = "train") -> tuple:

@@ -2,7 +2,9 @@
 
 ``render(name, store, out, run_id)`` writes ``out/NAME.png`` and ``.pdf`` (tables also ``.md``).  Each
 figure takes the latest done run of the command that produces it (or ``--run``); a missing run is a
-clear error naming the command to run.
+clear error naming the command to run.  Every figure carries a footnote naming each run it read (id,
+model, seed), flagged when they mix models or seeds; ``cancel reproduce`` renders from a store view
+restricted to its model and seeds.
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ def render(name: str, store, out: Path, run_id: str | None = None) -> list[Path]
     import matplotlib
 
     matplotlib.use("Agg")
-    from .style import save
+    from ..scope import RecordingStore
+    from .style import runs_footnote, save
 
-    fig, md = _registry()[name](store, run_id)
-    return save(fig, md, Path(out), name)
+    rec = RecordingStore(store)
+    fig, md = _registry()[name](rec, run_id)
+    used = list(rec.read.values())
+    ids = {r.id for r in used}
+    used += [r for r in getattr(fig, "_cancel_runs", []) if r.id not in ids]
+    note = runs_footnote(fig, used)
+    return save(fig, md if md is None else f"{md}\n{note}\n", Path(out), name)

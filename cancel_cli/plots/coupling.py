@@ -9,7 +9,7 @@ import seaborn as sns
 
 from ..analysis.coupling import CouplingSummary
 from ..analysis.masked_update import boost_stats
-from .style import PALETTE, markdown_table, need, source_note, table_figure
+from .style import PALETTE, markdown_table, need, source_note, symlog_ticks, table_figure
 
 LABELS = {"random": "random", "same": "same token", "lowconf": "low confidence", "same_lowconf": "same + low conf."}
 
@@ -59,6 +59,7 @@ def fig3(store, run_id=None):
         x = df[df.condition == cond].delta_head
         ax.hist(x.clip(-lim, lim), bins=edges, alpha=0.6, color=color, label=f"{LABELS[cond]} (mean {x.mean():.2g})")
     ax.set_xscale("symlog", linthresh=thr)
+    symlog_ticks(ax, thr, lim)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_ylabel("candidates")
     ax.set_xlabel(r"masking effect $\delta_{\mathcal{M}(c)}$ (LM head, symlog)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -47,7 +48,39 @@ def save(fig, md: str | None, out: Path, name: str) -> list[Path]:
 
 
 def source_note(fig, *runs) -> None:
-    fig.text(0.99, 0.005, "runs: " + ", ".join(r.id for r in runs), ha="right", va="bottom", fontsize=6, color="gray")
+    """Name runs a figure used (``render`` writes them, with every run whose tables the figure read, as a
+    footnote)."""
+    fig._cancel_runs = list(getattr(fig, "_cancel_runs", [])) + [r for r in runs if r is not None]
+
+
+def runs_footnote(fig, runs) -> str:
+    """The footnote naming every run a figure read (id, model, seed), flagged when they mix models or seeds."""
+    from ..scope import describe, run_model, run_seed
+
+    text = "runs read: " + (describe(runs) if runs else "none")
+    models, seeds = {run_model(r) for r in runs}, {run_seed(r) for r in runs}
+    if len(models) > 1 or len(seeds) > 1:
+        text += f"  [mixes models {sorted(map(str, models))} / seeds {sorted(map(str, seeds))}]"
+    import textwrap
+
+    fig.text(0.01, -0.01, "\n".join(textwrap.wrap(text, 160)), ha="left", va="top", fontsize=6, color="gray")
+    return text
+
+
+def symlog_ticks(ax, linthresh: float, lim: float, per_side: int = 2) -> list[float]:
+    """At most ``per_side`` labelled decades on each side of 0 on a symlog x axis (labels never overlap)."""
+    from matplotlib.ticker import NullLocator
+
+    lo_e, hi_e = math.ceil(math.log10(linthresh)), math.floor(math.log10(lim))
+    if hi_e < lo_e:
+        hi_e = lo_e
+    exps = sorted({int(round(lo_e + (hi_e - lo_e) * i / max(per_side - 1, 1))) for i in range(per_side)})
+    pos = [10.0**e for e in exps]
+    ticks = [-x for x in reversed(pos)] + [0.0] + pos
+    ax.set_xticks(ticks, [("0" if t == 0 else f"{t:.0e}".replace("e-0", "e-").replace("e+0", "e")) for t in ticks],
+                  fontsize=7)
+    ax.xaxis.set_minor_locator(NullLocator())
+    return ticks
 
 
 def markdown_table(df) -> str:

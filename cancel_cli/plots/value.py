@@ -5,28 +5,25 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..analysis.value import ValueSummary
 from .style import PALETTE, need, source_note
 
 
 def fig5(store, run_id=None):
     mc = need(store, "mc-value", run_id)
-    s = mc.meta["summary"]
+    s = ValueSummary.of(mc)
     eg = store.latest("entropy-gap", from_run=mc.id) or store.latest("entropy-gap")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
     ax = axes[0]
-    vals = mc.read_table("values_final")
     x = np.arange(2)
     for j, cls in enumerate(("boosted", "suppressed")):
-        means, errs = [], []
-        for o in ("pos", "neg"):
-            v = vals[(vals["class"] == cls) & (vals.origin == o)].value
-            means.append(v.mean())
-            errs.append(1.96 * v.std(ddof=1) / max(len(v), 1) ** 0.5)
-        ax.bar(x + (j - 0.5) * 0.38, means, 0.38, yerr=errs, capsize=4, color=PALETTE[cls], label=cls)
+        cells = [s.value[f"{cls}_{o}"] for o in ("pos", "neg")]  # mean and SE (token spread + MC noise)
+        ax.bar(x + (j - 0.5) * 0.38, [c["mean"] for c in cells], 0.38, yerr=[1.96 * c["se"] for c in cells], capsize=4,
+               color=PALETTE[cls], label=cls)
     ax.set_xticks(x, ["positive rollouts", "negative rollouts"])
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_ylabel("MC token value (Eq. 20), mean ± 95% CI")
-    ax.set_title(f"(a) token value by class (M={s.get('M')}, {s.get('per_cell')} tokens per cell)")
+    ax.set_ylabel(f"MC token value ({s.estimator} estimator), mean ± 95% CI")
+    ax.set_title(f"(a) token value by class (M={s.M}, {s.per_cell} tokens per cell)")
     ax.legend()
     ax = axes[1]
     runs = [mc]
@@ -50,7 +47,8 @@ def _sweep(ax, run, xlabel, title):
     sw = run.read_table("sweep")
     for q, ls in ((25, "-"), (50, "--"), (100, ":")):
         g = sw[sw.subset == q].sort_values("value")
-        ax.plot(g.value, g.gap, marker="o", ls=ls, label=f"top-{q}% |value|")
+        ax.errorbar(g.value, g.gap, yerr=1.96 * g.se if "se" in g else None, marker="o", ls=ls, capsize=3,
+                    label=f"top-{q}% |value| (±95% CI)")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("value gap (boosted − suppressed)")
@@ -80,7 +78,7 @@ def fig7b(ax, store):
         ax.text(0.5, 0.5, "run `cancel budget-sweep --axis reward-mix`", ha="center", transform=ax.transAxes)
         ax.set_title("(b) value gap vs reward mix")
         return None
-    _sweep(ax, rm, "positive rollouts per group of 8", "(b) value gap vs reward mix")
+    _sweep(ax, rm, f"positive rollouts per group of {rm.config.get('n', 8)}", "(b) value gap vs reward mix")
     return rm
 
 

@@ -1,10 +1,12 @@
-"""Mini-batch layouts for verl's data-parallel actor update (pure functions, no verl import).
+"""Map a grpo/ mini-batch plan onto verl's data-parallel order (pure functions, no verl import at load).
 
-verl hands rank r the r-th contiguous shard of the (reordered) batch and iterates it in local
-mini-batches of ``mini_batch_size / dp``; global mini-batch k is the union of every rank's k-th local
-chunk.  ``grouped_layout`` returns the order that makes global mini-batch k equal to the k-th
-mini-batch of a grpo/ plan, with the ranks inside each mini-batch balanced by verl's workload
-(Karmarkar-Karp, equal sizes) and padding samples (verl's ``is_padding``) at the end.
+The plan itself comes from ``grpo.plans.make_plan`` -- the same function the torch trainer uses -- so
+both engines form identical mini-batches; this module only translates.  verl hands rank r the r-th
+contiguous shard of the (reordered) batch and iterates it in local mini-batches of
+``mini_batch_size / dp``; global mini-batch k is the union of every rank's k-th local chunk.  A plan's
+mini-batch that is smaller than verl's fixed size (sign-partitioned: 10 positives with a mini-batch of 8
+give 8 + 2) is filled with verl's ``is_padding`` samples (no response tokens, no loss), so plan
+mini-batch k is exactly global mini-batch k and no two plan mini-batches share an optimizer step.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserError
-from ..grpo.plans import query_preserved_plan, random_plan, verl_partitions, workload
+from ..grpo.plans import verl_partitions, workload  # noqa: F401 (workload: re-exported for the verl tests)
+
+
+def padded_size(minibatches: list[list[int]], mini_batch_size: int) -> int:
+    """Batch size verl needs for the plan: one full verl mini-batch per plan mini-batch."""
+    if any(len(m) > mini_batch_size for m in minibatches):
+        raise UserError(f"a plan mini-batch is larger than verl's mini-batch of {mini_batch_size} rollouts")
+    return len(minibatches) * mini_batch_size
 
 
 def _balanced_ranks(items: list[int], work: np.ndarray, dp: int) -> list[list[int]]:
@@ -21,37 +30,23 @@ def _balanced_ranks(items: list[int], work: np.ndarray, dp: int) -> list[list[in
     return [[items[j] for j in p] for p in verl_partitions(work[items].tolist(), dp)]
 
 
-def grouped_layout(uids, seq_lens, mini_batch_size: int, dp: int, plan: str = "query-preserved",
-                   advantage_sign=None, is_padding=None, seed: int = 0) -> list[int]:
-    """Batch order for verl so that global mini-batches follow ``plan``."""
-    uids = np.asarray(uids).astype(str)
-    n = len(uids)
-    pad = np.zeros(n, bool) if is_padding is None else np.asarray(is_padding, bool)
-    if n % mini_batch_size or mini_batch_size % dp:
-        raise UserError(f"batch {n} must be a multiple of the mini-batch {mini_batch_size}, itself a multiple of dp={dp}")
-    real = np.flatnonzero(~pad)
-    pads = list(np.flatnonzero(pad))
+def verl_order(minibatches: list[list[int]], pad_indices, seq_lens, mini_batch_size: int, dp: int) -> list[int]:
+    """Batch order for verl so that global mini-batch k = ``minibatches[k]`` plus padding samples.
+
+    ``minibatches`` index the real rollouts, ``pad_indices`` the padding samples (exactly the room the
+    plan leaves: ``padded_size - real``); ranks are balanced by verl's workload inside each mini-batch."""
+    if mini_batch_size % dp:
+        raise UserError(f"verl's mini-batch of {mini_batch_size} rollouts is not divisible by dp={dp}")
+    pads = [int(i) for i in pad_indices]
+    mbs = [[int(i) for i in m] for m in minibatches]
+    if len(pads) != padded_size(mbs, mini_batch_size) - sum(map(len, mbs)):
+        raise UserError("padding does not match the room the plan leaves in verl's mini-batches")
+    for m in mbs:
+        while len(m) < mini_batch_size:
+            m.append(pads.pop())
     work = workload(seq_lens)
-    n_mb = n // mini_batch_size
-    if plan == "query-preserved":
-        mbs = query_preserved_plan(uids[real], np.asarray(seq_lens)[real], mini_batch_size)
-    elif plan == "random":
-        mbs = random_plan(len(real), mini_batch_size, seed)
-    elif plan == "sign-partitioned":  # equal-size mini-batches: positives, zeros, negatives in that order
-        sign = np.sign(np.asarray(advantage_sign, dtype=float)[real])
-        order = np.concatenate([np.flatnonzero(sign > 0), np.flatnonzero(sign == 0), np.flatnonzero(sign < 0)])
-        mbs = [list(order[s : s + mini_batch_size]) for s in range(0, len(order), mini_batch_size)]
-    else:
-        raise UserError(f"unknown verl mini-batching {plan!r} (verl-default | random | query-preserved | sign-partitioned)")
-    mbs = [[int(real[i]) for i in m] for m in mbs]
-    mbs += [[] for _ in range(n_mb - len(mbs))]
-    for m in mbs:  # padding fills mini-batches up to size, last ones first
-        while len(m) < mini_batch_size and pads:
-            m.append(int(pads.pop()))
-    if len(mbs) != n_mb or any(len(m) != mini_batch_size for m in mbs):
-        raise UserError("the plan does not fit verl's equal-size mini-batches (unequal group sizes?)")
     per_rank = [_balanced_ranks(m, work, dp) for m in mbs]  # [k][r]
-    return [i for r in range(dp) for k in range(n_mb) for i in per_rank[k][r]]
+    return [i for r in range(dp) for k in range(len(mbs)) for i in per_rank[k][r]]
 
 
 def global_minibatches(order: list[int], mini_batch_size: int, dp: int) -> list[list[int]]:

@@ -1,8 +1,10 @@
 """Reward-balanced batching as a verl v1 replay-buffer sampler (``trainer.v1.sampler.custom_sampler``).
 
 Keeps sync semantics (replicas sleep after sampling; refills go through ``refill_fn``) but replaces the
-oldest-first selection: among the finished groups it chooses ``batch_size`` groups satisfying
-min(N+, N-) >= tau * |B| with grpo/'s exact selection (oldest groups preferred), keeps the rest for later
+oldest-first selection.  It never returns while a group is pending or running: verl's sync trainer puts
+the rollout replicas to sleep right after sampling, which would strand (or crash) requests in flight, so
+a choice is made only once everything submitted has finished.  Among the finished groups it chooses
+``batch_size`` groups satisfying min(N+, N-) >= tau * |B| with grpo/'s exact selection (oldest groups preferred), keeps the rest for later
 steps, drops groups older than ``max_age`` steps, and after ``max_refills`` refills without a
 balanced choice raises with the reason.  Rewards must exist at sampling time (rule-based reward:
 ``rm_scores``).  ``sampler_kwargs``: ``tau`` (0.5), ``max_age`` (4), ``max_refills`` (8).
@@ -59,7 +61,7 @@ class RewardBalancedReplayBuffer(ReplayBuffer):
                 self._clear_groups(partition_id, old | failed)
                 finished -= old
             inflight = len(self.pending_keys[partition_id]) + len(self.running_keys[partition_id])
-            if len(finished) >= batch_size:
+            if inflight == 0 and len(finished) >= batch_size:  # nothing in flight (replicas sleep next)
                 counts = self._group_counts(partition_id, finished)
                 order = sorted(counts, key=lambda u: (steps.get(u, 0), u))  # oldest first
                 sizes = {counts[u][1] for u in order}
