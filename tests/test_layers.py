@@ -13,12 +13,12 @@ PKG = Path(__file__).resolve().parent.parent / "cancel_cli"
 LAYERS = [
     ("", "errors", "console", "summary", "atomic"),  # base: used everywhere, imports nothing above
     ("tasks",),
-    ("config", "policy", "sampling", "vllm_engine", "evaluation", "validate"),  # models, sampling, input checks
+    ("config", "policy", "sampling", "continuation", "vllm_engine", "evaluation"),  # models and sampling
     ("grpo", "rollout", "toy_model", "verl_ext.checkpoints"),  # checkpoints: path logic, no verl import  # the rollout batch and the GRPO update
     ("analysis",),
     ("store", "runguard", "scope"),  # the results store, its run locks / signal handling, scoped views
     ("plots",),
-    ("report", "report_section", "report_stats", "report_header", "report_train", "reproduce", "cli", "__main__", "verl_ext"),  # the application and the verl integration
+    ("report", "report_section", "report_stats", "report_header", "report_train", "reproduce", "cli", "validate", "__main__", "verl_ext"),  # the application and the verl integration
 ]
 
 
