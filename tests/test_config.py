@@ -23,7 +23,8 @@ CASES = {
     "flip": ({**ROLLOUT, "steps": 1, "minibatch_prompts": 1}, ("--top-p", "1.0"), ("top_p", 1.0), "steps"),
     "positive-only": ({**ROLLOUT, "train_steps": 1}, ("--top-p", "1.0"), ("top_p", 1.0), "variants"),
     "coupling": ({**ROLLOUT, "pairs": 500, "exact_tokens": 4}, ("--top-p", "1.0"), ("top_p", 1.0), "pair_stats"),
-    "mask-effect": ({**ROLLOUT, "prompts": 4, "candidates": 6, "full_candidates": 1, "mask_size": 2},
+    "mask-effect": ({"prompts": 4, "n": 4, "top_p": 0.95, "candidates": 6, "full_candidates": 1, "mask_size": 2,
+                     "mask_sign": "any"},
                     ("--top-p", "1.0"), ("top_p", 1.0), "table1"),
     "mc-value": ({"prompts": 8, "n": 4, "top_p": 0.95, "M": 2, "per_cell": 1}, ("--top-p", "1.0"), ("top_p", 1.0),
                  "values_final"),  # full-length responses: every (class x sign) cell needs a token

@@ -13,8 +13,8 @@ PKG = Path(__file__).resolve().parent.parent / "cancel_cli"
 LAYERS = [
     ("", "errors", "console", "summary", "atomic"),  # base: used everywhere, imports nothing above
     ("tasks",),
-    ("config", "policy", "sampling", "continuation", "vllm_engine", "evaluation"),  # models, sampling, input checks
-    ("grpo", "rollout", "toy_model", "toy_fork", "verl_ext.checkpoints"),  # checkpoints: path logic, no verl import  # the rollout batch and the GRPO update
+    ("config", "policy", "sampling", "continuation", "vllm_engine", "evaluation"),  # models and sampling
+    ("grpo", "rollout", "toy_model", "toy_fork", "verl_ext.checkpoints"),  # the rollout batch, the GRPO update, the toys (checkpoints: path logic, no verl import)
     ("analysis",),
     ("store", "runguard", "scope"),  # the results store, its run locks / signal handling, scoped views
     ("plots",),
