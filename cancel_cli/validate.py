@@ -81,9 +81,8 @@ def device(v) -> None:
             raise UserError(f"--device {v}: only {torch.cuda.device_count()} CUDA device(s) visible")
 
 
-def engine(v, command: str | None = None) -> None:
-    command = command or _command()
-    allowed = ENGINES.get(command, ("torch", "vllm", "auto"))
+def engine(v, for_command: str | None = None) -> None:
+    allowed = ENGINES.get(for_command or command(), ("torch", "vllm", "auto"))
     if v not in allowed:
         raise UserError(f"unknown --engine {v!r} ({' | '.join(allowed)})")
     if v == "vllm":

@@ -102,7 +102,7 @@ def test_coupling_and_mask_effect_commands(store_dir, tmp_path):
 def test_mc_value_entropy_gap_budget_and_plots(store_dir, tmp_path):
     out = cli(store_dir, "mc-value", "--prompts", "6", "--n", "4", "--M", "8", "--per-cell", "3", "--repeat", "2")
     s = out["summary"]
-    assert s["per_cell"] == 3 and "gap_pos" in s
+    assert s["per_cell"] == 3 and s["estimator"] == "direct" and {"pos", "neg", "all"} <= set(s["gap"])
     out2 = cli(store_dir, "entropy-gap", "--bootstrap", "50")
     assert out2["summary"]["from_run"] == out["id"]
     for axis, values in (("batch-size", "16,24"), ("rollout-n", "1,2"), ("reward-mix", "0,4")):

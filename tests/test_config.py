@@ -28,8 +28,8 @@ CASES = {
                     ("--top-p", "1.0"), ("top_p", 1.0), "table1"),
     "mc-value": ({"prompts": 8, "n": 4, "top_p": 0.95, "M": 2, "per_cell": 1}, ("--top-p", "1.0"), ("top_p", 1.0),
                  "values_final"),  # full-length responses: every (class x sign) cell needs a token
-    "budget-sweep": ({"max_new_tokens": 24, "top_p": 0.95, "M": 2, "candidates": 2, "cand_prompts": 2, "pool_prompts": 4,
-                      "base_prompts": 4, "axis": "rollout-n", "values": "2"}, ("--top-p", "1.0"), ("top_p", 1.0), "sweep"),
+    "budget-sweep": ({"top_p": 0.95, "M": 2, "candidates": 2, "cand_prompts": 2, "prompts": 6, "n": 4,
+                      "base_prompts": 6, "axis": "rollout-n", "values": "2"}, ("--top-p", "1.0"), ("top_p", 1.0), "sweep"),
     "entropy-gap": ({"bootstrap": 20}, ("--bootstrap", "2000"), ("bootstrap", 2000), "curve"),
     "eval": ({"benchmarks": "toy-2digit", "limit": 3, "k": 1, "max_new_tokens": 24, "temperature": 1.0},
              ("--temperature", "0.6"), ("temperature", 0.6), "results"),
@@ -121,6 +121,7 @@ def test_a_part_written_under_another_config_is_never_mixed_in(tmp_path):
     other = st.new_run("mc-value", {"M": 8})
     other.write_part("values", 1, pd.DataFrame({"v": [2.0]}))
     (other.path / "values.parts" / "part-000001.parquet").rename(run.path / "values.parts" / "part-000001.parquet")
+    run.release(), other.release()  # as after the processes that wrote them ended (no live owner)
     with pytest.raises(UserError, match="refusing to mix two configs"):
         run.read_table("values")
     with pytest.raises(UserError, match="another config"):

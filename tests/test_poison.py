@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cancel_cli.analysis import value
+from cancel_cli.analysis import value, value_estimate
 from cancel_cli.cli import app
 from cancel_cli.store import Store
 
 runner = CliRunner()
-COLS = ["rollout", "position", "p", "avg_a", "avg_s", "value", "se"]
+COLS = ["rollout", "position", "p", "q_a", "q_b", "value", "se"]
 CFG = value.ValueConfig(M=4, chunk=4, seed=3)  # the toy_batch's sampling settings (T 1, top-p 1, 96 tokens)
 
 
@@ -29,7 +29,7 @@ def _tokens(batch) -> pd.DataFrame:
 def clean(toy, toy_batch, tmp_path_factory):
     """Values of the 8 tokens in a clean store: the store and the table."""
     store = Store(tmp_path_factory.mktemp("clean") / "results")
-    return store, value.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store)
+    return store, value_estimate.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store)
 
 
 def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -44,7 +44,7 @@ def test_garbage_value_cache_entry_is_quarantined_and_recomputed(clean, toy, toy
     assert len(parts) == 2  # one per chunk of 4 tokens
     parts[0].write_bytes(b"garbage, not parquet")
     capsys.readouterr()
-    vals = value.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store)
+    vals = value_estimate.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store)
     err = capsys.readouterr().err
     assert parts[0].name in err and "unreadable" in err and len(err.strip().splitlines()) == 1
     assert not parts[0].exists() and list(parts[0].parent.glob(parts[0].name + ".corrupt-*"))
@@ -55,7 +55,7 @@ def test_garbage_value_cache_entry_is_quarantined_and_recomputed(clean, toy, toy
 def test_truncated_part_is_quarantined_and_recomputed_on_resume(clean, toy, toy_batch, tmp_path, monkeypatch, capsys):
     _, table = clean
     store = Store(tmp_path / "results")
-    real, calls = value._value_chunk, []
+    real, calls = value_estimate._value_chunk, []
 
     def dies_on_second_chunk(*a, **k):
         calls.append(1)
@@ -63,17 +63,17 @@ def test_truncated_part_is_quarantined_and_recomputed_on_resume(clean, toy, toy_
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(value, "_value_chunk", dies_on_second_chunk)
+    monkeypatch.setattr(value_estimate, "_value_chunk", dies_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
         with store.running("mc-value", {}) as run:
-            value.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store, run)
+            value_estimate.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store, run)
     monkeypatch.undo()
     part = run.parts("values")[0]
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # truncated
     shutil.rmtree(store.root / "_cache")  # the chunk must really be recomputed
     capsys.readouterr()
     with store.running("mc-value", {}, resume=run.id) as run:
-        vals = value.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store, run)
+        vals = value_estimate.token_values(toy, toy_batch, _tokens(toy_batch), CFG, store, run)
         run.finish({})
     assert part.name in capsys.readouterr().err
     assert len(run.parts("values")) == 2 and not vals.cached.any()
