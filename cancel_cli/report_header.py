@@ -44,12 +44,49 @@ def profile_lines(store) -> list[str]:
             f"tokens have entropy > {HIGH_ENTROPY} nats and {cf:.3f} have p > {CONFIDENT_P} (mean over seeds; {per})."]
 
 
+def card_lines(model: str) -> list[str]:
+    """The embedded toy's profile as measured when it was built (its model card, ``cancel toy info``): T = 1 on
+    512 held-out prompts; for toy-fork also the routes and the share of mixed GRPO groups, with the targets it
+    misses named, so a reader knows what kind of model the verdicts are about."""
+    import json
+    from pathlib import Path
+
+    from .tasks import TOYS
+
+    if model not in TOYS:
+        return []
+    path = Path(__file__).parent / "assets" / model / "build.json"
+    try:
+        facts = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return [f"Model card of `{model}`: not found ({path}); `cancel toy build` writes it."]
+    prof = facts.get("profile")
+    if not prof:  # the plain toy records accuracy and an entropy profile of its own kind
+        ep = facts.get("entropy_profile", {})
+        return [f"Model card of `{model}` (built by `cancel toy build --seed {facts.get('seed')}`): accuracy at T=1 on 512 "
+                f"held-out prompts {facts.get('accuracy_t1_512', math.nan):.3f}; mean token entropy "
+                f"{ep.get('mean_entropy_all', math.nan):.3f} nats; share of tokens with entropy > 0.1 nats "
+                f"{ep.get('share_gt_0.1_all', math.nan):.3f}.  It has no forking decisions (errors are carry slips): see "
+                "`--model toy-fork`.", ""]
+    from .toy_fork import ROUTES, check_targets
+
+    ok = check_targets(prof)
+    routes = ", ".join(f"{r} {prof[f'route_{r}']['share']:.2f} (accuracy {prof[f'route_{r}']['accuracy']:.2f})"
+                       for r in ROUTES if f"route_{r}" in prof)
+    missed = [k for k, v in ok.items() if not v]
+    return [f"Model card of `{model}` (T=1, {prof.get('prompts')} held-out prompts): accuracy {prof['accuracy']:.3f}; "
+            f"{prof['share_entropy_gt_0.672']:.3f} of response tokens with entropy > {HIGH_ENTROPY} nats; "
+            f"{prof['share_p_gt_0.99']:.3f} with p > {CONFIDENT_P}; routes {routes}; mixed GRPO groups (n=8) "
+            f"{prof['mixed_groups_n8']:.3f}.  Targets of the toy-fork design "
+            + ("all met." if not missed else "missed: " + ", ".join(missed) + "."), ""]
+
+
 def header_lines(store, model: str, preset: str, timings: dict, seeds, total_seconds, cpu_seconds=None) -> list[str]:
     seeds_txt = ", ".join(map(str, seeds)) if seeds else "as found in the store"
     out = [f"Model `{model}`, preset `{preset}`, seeds {seeds_txt}; written {time.strftime('%Y-%m-%d %H:%M:%S')} from "
            f"the store at `{store.root}`.  Every number below is read from a run in that store; each claim's rule was "
            "fixed before the runs and is stated before its numbers.", ""]
-    out += profile_lines(store) + [""]
+    out += card_lines(model) + profile_lines(store) + [""]
     out += [f"*Across seeds:* {METHOD}", ""]
     if timings:
         tot = f"{total_seconds:.0f} s" if total_seconds is not None else "n/a"

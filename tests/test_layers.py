@@ -18,7 +18,7 @@ LAYERS = [
     ("analysis",),
     ("store", "runguard", "scope"),  # the results store, its run locks / signal handling, scoped views
     ("plots",),
-    ("validate", "report", "report_section", "report_stats", "report_header", "report_train", "reproduce", "cli", "__main__", "verl_ext"),  # the application and the verl integration
+    ("validate", "report", "report_claims", "report_section", "report_stats", "report_header", "report_train", "reproduce", "cli", "__main__", "verl_ext"),  # the application and the verl integration
 ]
 
 

@@ -80,6 +80,14 @@ class ValueSummary(Summary):
     gap: dict = field(default_factory=dict)  # origin -> {"gap", "se", "ci_low", "ci_high"}
     repeat_gaps: list = field(default_factory=list)  # Fig. 11: gap (all origins) after 1..K updates
     seconds: float = 0.0
+    prefix_cache_hit_rate: float | None = None  # vLLM continuations: prefix-cache hits / queries; None on torch
+
+    @classmethod
+    def from_json(cls, data, where: str = "summary"):
+        """Summaries written before ``prefix_cache_hit_rate`` existed read with it None (same schema)."""
+        if isinstance(data, dict) and "prefix_cache_hit_rate" not in data:
+            data = {**data, "prefix_cache_hit_rate": None}
+        return super().from_json(data, where)
 
 
 def mean_se(values, ses) -> tuple[float, float, int]:
@@ -202,7 +210,8 @@ def run(cfg: ValueConfig, store, resume: str | None = None):
         summary = ValueSummary(estimator=cfg.estimator, M=cfg.M, per_cell=counts["per_cell"], tokens=counts["tokens"],
                                skipped_confident=counts["skipped_confident"], mean_se=float(vals.se.mean()),
                                cache_hit_rate=float(vals.attrs.get("cache_hit_rate", 0.0)), value=values, gap=gaps,
-                               repeat_gaps=[g["all"]["gap"] for g in rep], seconds=time.perf_counter() - t0)
+                               repeat_gaps=[g["all"]["gap"] for g in rep], seconds=time.perf_counter() - t0,
+                               prefix_cache_hit_rate=vals.attrs.get("prefix_cache_hit_rate"))
         print_table(f"token value by class and origin ({cfg.estimator} estimator, M={cfg.M})", [
             {"origin": o, "boosted": values[f"boosted_{o}"]["mean"], "suppressed": values[f"suppressed_{o}"]["mean"],
              "gap": gaps[o]["gap"], "se": gaps[o]["se"], "95% CI": f"[{gaps[o]['ci_low']:.3f}, {gaps[o]['ci_high']:.3f}]"}

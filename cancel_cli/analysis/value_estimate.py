@@ -17,7 +17,11 @@ is, and it under-covers at extreme rates); an exact branch contributes 0.  se(eq
 / (1 - p); se(direct) = sqrt(var_a + var_cf).
 
 Continuations run on the continuation engine (one encode per rollout, continuous batching, one random
-stream per (value key, branch, replicate)), so a token's value depends only on its cache key.
+stream per (value key, branch, replicate)), so a token's value depends only on its cache key.  The engine
+follows the run's sampling engine (``cfg.engine``, resolved by ``make_sampler``): torch's
+``ContinuationEngine``, or on vLLM ``VLLMContinuationEngine`` on the policy's one vLLM engine (all jobs of a
+chunk in one ``generate``, one seed per stream key, prefix caching; its hit rate lands in the table's
+``attrs["prefix_cache_hit_rate"]``, None on torch).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 
 from ..console import progress
 from ..continuation import ContinuationEngine, Job, inverse_cdf, stream_key, uniforms
-from ..sampling import filter_probs
+from ..sampling import filter_probs, make_sampler
 from ..tasks.reward import score_batch
 from .value_cache import ValueCache, value_key
 
@@ -76,12 +80,29 @@ def score_unique(texts: list[str], answers: list[str], reward_fn=None) -> list[f
     return [got[(t, a)] for t, a in zip(texts, answers)]
 
 
+def continuation_engine(policy, cfg):
+    """The continuation engine of the run's sampling engine (``cfg.engine``: torch | vllm | auto, as
+    ``make_sampler`` resolves it): vLLM's on the policy's vLLM engine, else torch's."""
+    llm = getattr(make_sampler(policy, getattr(cfg, "engine", "torch")), "llm", None)
+    if llm is None:
+        return ContinuationEngine(policy, cfg.decode_width)
+    from ..vllm_engine import VLLMContinuationEngine  # lazy: CUDA-only dependency
+
+    return VLLMContinuationEngine(policy, llm)
+
+
 def token_values(policy, batch, tokens: pd.DataFrame, cfg, store, run=None, table: str = "values",
-                 desc: str = "mc-value", reward_fn=None, engine: ContinuationEngine | None = None) -> pd.DataFrame:
+                 desc: str = "mc-value", reward_fn=None, engine=None) -> pd.DataFrame:
     """Values of the (rollout, position) rows of ``tokens`` through the store-wide cache; with ``run``, written as
     resumable parts of ``table`` (``cfg.chunk`` tokens per part)."""
     cache = ValueCache(store)
-    engine = engine or ContinuationEngine(policy, cfg.decode_width)
+    made = {"engine": engine}
+
+    def get_engine():  # built at the first token to compute (a fully cached run starts no vLLM engine)
+        if made["engine"] is None:
+            made["engine"] = continuation_engine(policy, cfg)
+        return made["engine"]
+
     chunks = [tokens.iloc[s : s + cfg.chunk] for s in range(0, len(tokens), cfg.chunk)]
     done = run.done_parts(table) if run is not None else set()
     out = [run.read_table_part(table, i) for i in sorted(done)] if run is not None else []
@@ -90,13 +111,14 @@ def token_values(policy, batch, tokens: pd.DataFrame, cfg, store, run=None, tabl
         for ci, ch in enumerate(chunks):
             if ci in done:
                 continue
-            out.append(_value_chunk(policy, batch, ch, cfg, cache, engine, reward_fn))
+            out.append(_value_chunk(policy, batch, ch, cfg, cache, get_engine, reward_fn))
             if run is not None:
                 run.write_part(table, ci, out[-1])
             advance()
     cols = ["q_a", "k_a", "m_a", "q_b", "k_b", "m_b", "p_sampling", "value", "se", "cached"]
     df = pd.concat(out, ignore_index=True) if out else tokens.iloc[:0].assign(**{c: [] for c in cols})
     df.attrs["cache_hit_rate"] = cache.hit_rate
+    df.attrs["prefix_cache_hit_rate"] = getattr(made["engine"], "prefix_cache_hit_rate", None)  # vLLM only
     return df
 
 
@@ -105,8 +127,8 @@ def _tokens_of(batch, r: int) -> tuple[list[int], list[int]]:
             batch.response_ids[r][batch.response_mask[r].bool()].tolist())
 
 
-def _value_chunk(policy, batch, ch, cfg, cache, engine, reward_fn) -> pd.DataFrame:
-    params, M, eos = cfg.sampling, cfg.M, policy.eos_id
+def _value_chunk(policy, batch, ch, cfg, cache, get_engine, reward_fn) -> pd.DataFrame:
+    params, M = cfg.sampling, cfg.M
     items = []  # per token: rollout, t, prompt, resp, key, cached entry
     for r, t in zip(ch.rollout.astype(int), ch.position.astype(int)):
         prompt, resp = _tokens_of(batch, r)
@@ -115,7 +137,7 @@ def _value_chunk(policy, batch, ch, cfg, cache, engine, reward_fn) -> pd.DataFra
         items.append({"r": r, "t": t, "prompt": prompt, "resp": resp, "key": key, "hit": cache.get(key)})
     todo = [it for it in items if it["hit"] is None]
     if todo:
-        _compute(policy, batch, todo, cfg, engine, reward_fn)
+        _compute(policy, batch, todo, cfg, get_engine(), reward_fn)
         cache.put([it["hit"] for it in todo])
     out = ch.copy()
     for c in ("q_a", "k_a", "m_a", "q_b", "k_b", "m_b", "p_sampling"):
