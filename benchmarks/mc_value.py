@@ -18,9 +18,10 @@ Power (issue: token values with low variance and honest errors):
   5. value-gap CI half-width scaled to one CPU-minute (half-width x sqrt(CPU minutes); the half-width
      shrinks as 1/sqrt(budget)), mc-value with the direct estimator vs with eq20, same config otherwise
      (goal: eq20 / direct >= 10x).
-Usage: python benchmarks/mc_value.py [--quick]
+Usage: [THREADS=1] python benchmarks/mc_value.py [--quick]
 """
 
+import os
 import sys
 import tempfile
 import time
@@ -40,7 +41,7 @@ from cancel_cli.sampling import SamplingParams, TorchSampler
 from cancel_cli.store import Store
 
 QUICK = "--quick" in sys.argv
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("THREADS", "1")))  # 1: faster than 2 for toy decode on 2 cores
 SETTINGS.quiet = True
 pol = load_policy("toy")
 eos = pol.eos_id

@@ -487,6 +487,8 @@ def reproduce(
     out: Path = typer.Option(Path("figures"), "--out"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the stages and their resolved configs; run nothing."),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per stochastic stage (default 3 toy, 1 paper)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Stage processes at once (default: one single-"
+                                          "threaded worker per core on CPU with a toy model, else 1)."),
 ):
     """Run every experiment, render every figure and table, and write figures/REPORT.md."""
     check_flags(locals())  # bad input: one line, before any work and before a run folder
@@ -500,7 +502,7 @@ def reproduce(
         for stage in stage_plan(model, preset, seed, device):
             typer.echo(json.dumps({"stage": stage.name, "command": stage.command, "config": stage.config}, default=str))
         return
-    summary = rep(model, preset, store(), out, seed=seed, device=device, seeds=seeds)
+    summary = rep(model, preset, store(), out, seed=seed, device=device, seeds=seeds, workers=workers)
     if SETTINGS.json:
         typer.echo(json.dumps(summary, default=float))
 

@@ -81,7 +81,8 @@ def card_lines(model: str) -> list[str]:
             + ("all met." if not missed else "missed: " + ", ".join(missed) + "."), ""]
 
 
-def header_lines(store, model: str, preset: str, timings: dict, seeds, total_seconds, cpu_seconds=None) -> list[str]:
+def header_lines(store, model: str, preset: str, timings: dict, seeds, total_seconds, cpu_seconds=None,
+                 workers: int = 1) -> list[str]:
     seeds_txt = ", ".join(map(str, seeds)) if seeds else "as found in the store"
     out = [f"Model `{model}`, preset `{preset}`, seeds {seeds_txt}; written {time.strftime('%Y-%m-%d %H:%M:%S')} from "
            f"the store at `{store.root}`.  Every number below is read from a run in that store; each claim's rule was "
@@ -91,7 +92,9 @@ def header_lines(store, model: str, preset: str, timings: dict, seeds, total_sec
     if timings:
         tot = f"{total_seconds:.0f} s" if total_seconds is not None else "n/a"
         cpu_seconds = cpu_seconds or {}
-        out += [f"Total wall time {tot} (stages plus figures and this report).  CPU seconds are this process's "
+        par = (f"Stages ran on {workers} single-threaded worker processes at once, so stage wall times overlap and "
+               "do not add up to the total.  " if workers > 1 else "")
+        out += [f"Total wall time {tot} (stages plus figures and this report).  {par}CPU seconds are the stage's process's "
                 "(all its threads); on shared cores wall time overstates the cost.", "",
                 "| stage | wall s per seed | total wall s | CPU s per seed |", "|---|---|---|---|"]
         for name, secs in timings.items():

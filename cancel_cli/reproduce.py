@@ -9,6 +9,7 @@ GPUs.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -148,13 +149,104 @@ def seed_list(preset_name: str, seeds: int | None, seed: int) -> list[int]:
     return [seed + i for i in range(k)]
 
 
+def default_workers(model: str, device: str) -> int:
+    """Worker processes when ``--workers`` is not given: on CPU with an embedded toy, one single-threaded worker per
+    core (at most 8): the toy's decode steps are too small for intra-op threads (measured on 2 cores: sampling 256
+    rollouts takes 1.34 s on one thread vs 1.61 s on two, and collapses when two 2-thread processes share the
+    cores), so two one-thread workers do about twice the work of one two-thread process.  On CUDA or with a hub
+    model: one worker (the device and the memory are not shared)."""
+    from .tasks import TOYS
+
+    if device != "cpu" or model not in TOYS:
+        return 1
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def check_workers(workers) -> None:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise UserError(f"--workers must be an integer >= 1, got {workers!r}")
+
+
+def stage_deps(names: list[str]) -> dict[str, list[str]]:
+    """name -> the stages (of the same seed) it must wait for: REQUIRES by kind, and every budget-sweep axis after
+    the first (the axes share one pool and its cached candidate values)."""
+    budget = [n for n in names if _kind(n) == "budget-sweep"]
+    out = {}
+    for n in names:
+        deps = [d for d in names if _kind(d) in REQUIRES.get(_kind(n), ())]
+        if n in budget[1:]:
+            deps.append(budget[0])
+        out[n] = deps
+    return out
+
+
+def _stage_task(plan_fn, model, preset_name, seed, device, name, root, threads):
+    """One (stage, seed) in a worker process: its own single-threaded torch, quiet console, the store scoped to
+    (model, seed).  Returns (wall s, CPU s, run id or None)."""
+    import torch
+
+    from .console import SETTINGS
+    from .scope import scoped
+    from .store import Store
+
+    torch.set_num_threads(threads)
+    SETTINGS.quiet = True
+    fn = dict(plan_fn(model, preset_name, seed, device))[name]
+    t, c = time.time(), time.process_time()
+    res = fn(scoped(Store(root), model, [seed]))
+    rid = res[0].id if isinstance(res, tuple) and res and hasattr(res[0], "id") else None
+    return round(time.time() - t, 1), round(time.process_time() - c, 1), rid
+
+
+def _run_parallel(plan_fn, model, preset_name, seed_ids, device, names, root, workers, advance):
+    """Every (stage, seed) on a pool of ``workers`` spawned processes: cheapest stages first, each only after the
+    stages it depends on (same seed) are done; the first failure cancels the rest and is raised here."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    deps = stage_deps(names)
+    todo = [(n, s) for n in names for s in seed_ids]
+    done: set = set()
+    res: dict = {}
+    threads = 1  # the toy decodes fastest on one thread per process (see default_workers)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        running = {}
+        try:
+            while todo or running:
+                for n, s in [t for t in todo if all((d, t[1]) in done for d in deps[t[0]])]:
+                    if len(running) >= workers:
+                        break
+                    todo.remove((n, s))
+                    info(f"[bold]stage:[/bold] {n} (seed {s}) started")
+                    running[pool.submit(_stage_task, plan_fn, model, preset_name, s, device, n, str(root), threads)] = (n, s)
+                if not running:
+                    raise RuntimeError(f"stages {todo} wait on stages that never run")  # a dependency cycle: a bug
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    n, s = running.pop(f)
+                    res[(n, s)] = f.result()  # a stage's error is raised here
+                    done.add((n, s))
+                    info(f"[bold]stage:[/bold] {n} (seed {s}) done in {res[(n, s)][0]} s")
+                    advance()
+        except BaseException:
+            for f in running:
+                f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return res
+
+
 def reproduce(model: str, preset_name: str, store, out: Path, seed: int = 0, device: str = "cpu",
-              seeds: int | None = None) -> dict:
-    """Every stage once per seed (stage by stage, so an interrupted reproduce leaves whole stages over all
-    seeds); stage s of seed k runs against the store scoped to (model, seed k), so a stage that reads an
-    earlier stage's latest run (entropy-gap reads mc-value, eval reads train) reads its own seed's.  Seeds
-    share the process: imports, the tokenizer files and the value cache."""
+              seeds: int | None = None, workers: int | None = None) -> dict:
+    """Every stage once per seed; stage s of seed k runs against the store scoped to (model, seed k), so a stage
+    that reads an earlier stage's latest run (entropy-gap reads mc-value, eval reads train) reads its own seed's.
+
+    ``workers`` = 1: in this process, stage by stage over all seeds (an interrupted reproduce leaves whole stages
+    over all seeds; seeds share imports and model loads).  ``workers`` > 1 (default on CPU with a toy: one per
+    core, see ``default_workers``): (stage, seed) tasks on that many single-threaded processes, cheapest first,
+    each after its dependencies."""
     seed_ids = seed_list(preset_name, seeds, seed)
+    check_workers(workers)
     if preset_name == "toy" and model != "toy":
         info(f"[yellow]note: the toy preset with --model {model}: small batches, short responses[/yellow]")
     store.check_writable()
@@ -163,9 +255,16 @@ def reproduce(model: str, preset_name: str, store, out: Path, seed: int = 0, dev
     plans = {s: stages(model, preset_name, s, device) for s in seed_ids}
     index = {name: j for j, (name, _) in enumerate(plans[seed_ids[0]])}
     names = cheapest_first(list(index))
+    workers = min(workers or default_workers(model, device), len(names) * len(seed_ids))
     t0, timings, cpu, runs = time.time(), {}, {}, {}
     with progress("reproduce", len(names) * len(seed_ids)) as advance:
-        for name in names:
+        if workers > 1:
+            res = _run_parallel(stages, model, preset_name, seed_ids, device, names, store.root, workers, advance)
+            for name in names:
+                timings[name] = [res[(name, s)][0] for s in seed_ids]
+                cpu[name] = [res[(name, s)][1] for s in seed_ids]
+                runs.update({f"{name} seed {s}": res[(name, s)][2] for s in seed_ids if res[(name, s)][2]})
+        for name in names if workers == 1 else []:
             j = index[name]
             per_seed, per_seed_cpu = [], []
             for s in seed_ids:
@@ -190,8 +289,8 @@ def reproduce(model: str, preset_name: str, store, out: Path, seed: int = 0, dev
             missing[fig] = str(e)
     total = round(time.time() - t0, 1)
     report = write_report(view, out, model, preset_name, timings, missing, seeds=seed_ids, total_seconds=total,
-                          cpu_seconds=cpu)
+                          cpu_seconds=cpu, workers=workers)
     info(f"reproduce finished in {total} s; report: {report}")
-    return {"report": str(report), "seconds": total, "seeds": seed_ids, "stage_seconds": timings,
+    return {"report": str(report), "seconds": total, "seeds": seed_ids, "workers": workers, "stage_seconds": timings,
             "stage_cpu_seconds": cpu, "runs": runs,
             "figures": len(rendered), "missing": missing}

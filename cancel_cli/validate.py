@@ -128,7 +128,7 @@ def resume(v) -> None:
 
 POSITIVE = ("prompts", "n", "max_new_tokens", "m", "M", "bootstrap", "per_cell", "repeat", "candidates", "mask_size", "pairs",
             "exact_tokens", "full_candidates", "steps", "val_every", "minibatch_prompts", "boot", "limit", "k",
-            "nnodes", "gpus_per_node")
+            "nnodes", "gpus_per_node", "workers")
 RULES = {
     "temperature": lambda v: _number("temperature", v, 0),
     "top_p": lambda v: _number("top_p", v, 0, 1, lo_open=True),

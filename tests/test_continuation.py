@@ -69,7 +69,7 @@ def test_values_identical_for_decode_widths_16_and_256(toy, toy_batch, tmp_path)
 
 def test_peak_memory_grows_with_width_not_with_jobs(toy):
     """KV slots held at once <= width x (max(64, 2 (prefix + budget + 1)) + 1): compaction keeps the buffer
-    within twice the longest live row (the bound of ``ContinuationEngine._compact``), whatever the number of
+    within twice the longest live row (the bound of ``SlotBuffer.compact``; capacity adds HEADROOM free slots), whatever the number of
     jobs; the job count (M x positions) does not enter."""
     rollout = toy.encode("Add 47+385.\nColumns: 7+5+0=12; 4+8+1=13; 0+3+1=4 -> \\boxed{432}")
     budget, width = 30, 8
@@ -83,3 +83,50 @@ def test_peak_memory_grows_with_width_not_with_jobs(toy):
     bound = width * (max(64, 2 * (20 + budget + 1)) + 1)
     assert peaks[16] <= bound and peaks[2] <= bound
     assert peaks[16] < 16 * 8 * (20 + budget) / 4  # far below holding every job (M x positions) at once
+
+
+def test_engine_equals_a_per_job_reference_through_refills_compaction_and_shrinking(toy, monkeypatch):
+    """Every job's tokens equal an independent decode of that job alone (full re-encode each step, the same
+    counter-based uniforms), at a width that forces refills, hole compaction and shrinking of the batch, and the
+    model's attention implementation is restored afterwards."""
+    from cancel_cli import continuation as C
+    from cancel_cli.sampling import filter_probs
+
+    rollouts = [toy.encode("Add 47+385.\nColumns: 7+5+0=12; 4+8+1=13; 0+3+1=4 -> \\boxed{432}"),
+                toy.encode("Add 9+12.\nColumns: 9+2+0=11; 0+1+1=2 -> \\boxed{21}")]
+    params = SamplingParams(1.0, 1.0, 96)
+    jobs = [Job(s, n, rollouts[s][n], b, stream_key("ref", s, n, j))
+            for s, r in enumerate(rollouts) for n in range(8, len(r) - 1, 5) for j, b in enumerate((3, 40, 70))]
+    events = {"compact": 0, "shrink": 0}
+    real_compact, real_select = C.SlotBuffer.compact, C.SlotBuffer.select
+
+    def compact(self):
+        before = self.S
+        real_compact(self)
+        events["compact"] += self.S < before
+
+    def select(self, idx):
+        events["shrink"] += 1
+        real_select(self, idx)
+
+    monkeypatch.setattr(C.SlotBuffer, "compact", compact)
+    monkeypatch.setattr(C.SlotBuffer, "select", select)
+    eng = ContinuationEngine(toy, width=6)
+    for s, r in enumerate(rollouts):
+        eng.encode(s, r)
+    impl = toy.model.config._attn_implementation
+    got = {}
+    eng.run(jobs, params, lambda j, t: got.__setitem__(j, t))
+    assert toy.model.config._attn_implementation == impl
+    assert events["compact"] > 0 and events["shrink"] > 0 and len(got) == len(jobs)
+    for j, job in enumerate(jobs):
+        ids, out = rollouts[job.source][: job.length] + [job.first], [job.first]
+        with torch.no_grad():
+            for c in range(1, job.budget + 1):
+                logits = toy.model(input_ids=torch.tensor([ids])).logits[:, -1]
+                nxt = int(C.inverse_cdf(filter_probs(logits, 1.0, 1.0), C.uniforms([job.key], [c]))[0])
+                ids.append(nxt)
+                out.append(nxt)
+                if nxt == toy.eos_id:
+                    break
+        assert got[j] == out, (j, job)

@@ -1,0 +1,104 @@
+"""``cancel reproduce --workers N``: (stage, seed) tasks on N single-threaded spawned processes, each stage after
+the stages of its own seed it depends on, each in its own seed's scope; a failing stage stops the run with its
+one-line error."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from cancel_cli.errors import UserError
+
+EVENTS = "CANCEL_TEST_EVENTS"
+
+
+def _record(name, seed, st, t0):
+    import torch
+
+    d = Path(os.environ[EVENTS])
+    ev = {"name": name, "seed": seed, "scope": st.seeds, "start": t0, "end": time.time(), "pid": os.getpid(),
+          "threads": torch.get_num_threads(), "trains_seen": sorted({r.meta["seed"] for r in st.runs("train")})}
+    (d / f"{name}-{seed}.json").write_text(json.dumps(ev))
+
+
+def fake_stages(model, preset, seed, device):
+    """Module level, so spawned workers can import it by name."""
+    def train(label):
+        def fn(st):
+            from test_report import fake_train
+
+            t0 = time.time()
+            time.sleep(0.6)  # long enough that an eval not waiting for it would start first
+            run = fake_train(st, seed, label, 0.4 + 0.1 * (label == "QB+RB"))
+            _record(f"train {label}", seed, st, t0)
+            return (run,)
+        return fn
+
+    def other(name):
+        def fn(st):
+            t0 = time.time()
+            if name == "eval (Table 2)" and os.environ.get("CANCEL_TEST_FAIL") == str(seed):
+                raise UserError(f"eval failed for seed {seed}")
+            _record(name, seed, st, t0)
+        return fn
+
+    return [("coupling", other("coupling")), ("eval (Table 2)", other("eval (Table 2)")),
+            ("train baseline", train("baseline")), ("train QB+RB", train("QB+RB"))]
+
+
+@pytest.fixture()
+def events(tmp_path, monkeypatch):
+    d = tmp_path / "events"
+    d.mkdir()
+    monkeypatch.setenv(EVENTS, str(d))
+    return d
+
+
+def test_parallel_stages_respect_dependencies_scopes_and_threads(tmp_path, events, monkeypatch):
+    from cancel_cli import reproduce as R
+    from cancel_cli.store import Store
+
+    monkeypatch.setattr(R, "stages", fake_stages)
+    out = R.reproduce("toy", "toy", Store(tmp_path / "r"), tmp_path / "f", seed=0, seeds=2, workers=3)
+    ev = {p.stem: json.loads(p.read_text()) for p in events.glob("*.json")}
+    assert sorted(ev) == sorted(f"{n}-{s}" for n in ("coupling", "eval (Table 2)", "train baseline", "train QB+RB")
+                                for s in (0, 1))
+    assert all(e["scope"] == [e["seed"]] for e in ev.values())  # each task sees its own seed only
+    assert len({e["pid"] for e in ev.values()}) >= 2 and {e["threads"] for e in ev.values()} == {1}
+    for s in (0, 1):  # eval of seed s starts after both trainings of seed s ended, and sees only them
+        e = ev[f"eval (Table 2)-{s}"]
+        assert e["start"] >= max(ev[f"train {lab}-{s}"]["end"] for lab in ("baseline", "QB+RB"))
+        assert e["trains_seen"] == [s]
+    assert out["workers"] == 3 and out["stage_seconds"]["train baseline"][0] >= 0.6
+    assert set(out["runs"]) == {f"train {lab} seed {s}" for lab in ("baseline", "QB+RB") for s in (0, 1)}
+    text = (tmp_path / "f" / "REPORT.md").read_text()
+    assert "3 single-threaded worker processes" in text and "seeds 0, 1" in text
+
+
+def test_a_failing_stage_stops_the_parallel_run_with_its_error(tmp_path, events, monkeypatch):
+    from cancel_cli import reproduce as R
+    from cancel_cli.store import Store
+
+    monkeypatch.setattr(R, "stages", fake_stages)
+    monkeypatch.setenv("CANCEL_TEST_FAIL", "0")
+    with pytest.raises(UserError, match="eval failed for seed 0"):
+        R.reproduce("toy", "toy", Store(tmp_path / "r"), tmp_path / "f", seed=0, seeds=1, workers=2)
+    assert not (tmp_path / "f" / "REPORT.md").exists()
+
+
+def test_stage_dependencies_and_default_workers(monkeypatch):
+    from cancel_cli import reproduce as R
+
+    names = R.cheapest_first(["mc-value", "entropy-gap", "budget-sweep batch-size", "budget-sweep rollout-n",
+                              "train baseline", "train QB", "eval (Table 2)", "coupling"])
+    deps = R.stage_deps(names)
+    assert deps["entropy-gap"] == ["mc-value"] and deps["coupling"] == [] and deps["budget-sweep batch-size"] == []
+    assert deps["budget-sweep rollout-n"] == ["budget-sweep batch-size"]  # the axes share one pool's values
+    assert sorted(deps["eval (Table 2)"]) == ["train QB", "train baseline"]
+    monkeypatch.setattr(R.os, "cpu_count", lambda: 2)
+    assert R.default_workers("toy", "cpu") == 2 and R.default_workers("toy-fork", "cpu") == 2
+    assert R.default_workers("toy", "cuda") == 1 and R.default_workers("qwen3-4b", "cpu") == 1
+    with pytest.raises(UserError, match="--workers"):
+        R.check_workers(0)
