@@ -204,6 +204,12 @@ def _run_parallel(plan_fn, model, preset_name, seed_ids, device, names, root, wo
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    import pickle
+
+    try:
+        pickle.dumps(plan_fn)
+    except Exception:
+        raise RuntimeError(f"the stage plan {plan_fn!r} cannot be sent to worker processes; use workers=1") from None
     deps = stage_deps(names)
     todo = [(n, s) for n in names for s in seed_ids]
     done: set = set()
@@ -228,10 +234,11 @@ def _run_parallel(plan_fn, model, preset_name, seed_ids, device, names, root, wo
                     done.add((n, s))
                     info(f"[bold]stage:[/bold] {n} (seed {s}) done in {res[(n, s)][0]} s")
                     advance()
-        except BaseException:
-            for f in running:
-                f.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:  # stop every worker now: a stage may run for minutes
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()
             raise
     return res
 

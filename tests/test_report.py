@@ -192,7 +192,7 @@ def test_reproduce_runs_every_stage_per_seed_in_its_own_scope(tmp_path, monkeypa
                 ("train QB+RB", train_stage("QB+RB"))]
 
     monkeypatch.setattr(R, "stages", stages)
-    out = R.reproduce("toy", "toy", Store(tmp_path / "r"), tmp_path / "f", seed=4, seeds=2)
+    out = R.reproduce("toy", "toy", Store(tmp_path / "r"), tmp_path / "f", seed=4, seeds=2, workers=1)
     assert out["seeds"] == [4, 5] and set(out["stage_seconds"]) == {"eval (Table 2)", "train baseline", "train QB+RB"}
     assert [s[:3] for s in seen] == [("baseline", 4, [4]), ("baseline", 5, [5]), ("QB+RB", 4, [4]), ("QB+RB", 5, [5]),
                                      ("eval", 4, [4]), ("eval", 5, [5])]
