@@ -25,12 +25,13 @@ def _claims():
 
 
 def write_report(store, out: Path, model: str, preset: str, timings: dict, missing: dict, seeds=None,
-                 total_seconds: float | None = None, cpu_seconds: dict | None = None, workers: int = 1) -> Path:
+                 total_seconds: float | None = None, cpu_seconds: dict | None = None, workers: int = 1,
+                 reduced: list[str] | None = None) -> Path:
     from .report_header import header_lines
 
     sections = [c(store) for c in _claims()]
     lines = ["# Reproduction report: The Cancellation Hypothesis in Critic-Free RL", ""]
-    lines += header_lines(store, model, preset, timings, seeds, total_seconds, cpu_seconds, workers)
+    lines += header_lines(store, model, preset, timings, seeds, total_seconds, cpu_seconds, workers, reduced)
     lines += ["| claim | verdict |", "|---|---|"] + [f"| {s.title} | {s.verdict} |" for s in sections] + [""]
     lines += [s.md() for s in sections]
     if missing:

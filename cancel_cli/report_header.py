@@ -82,13 +82,16 @@ def card_lines(model: str) -> list[str]:
 
 
 def header_lines(store, model: str, preset: str, timings: dict, seeds, total_seconds, cpu_seconds=None,
-                 workers: int = 1) -> list[str]:
+                 workers: int = 1, reduced: list[str] | None = None) -> list[str]:
     seeds_txt = ", ".join(map(str, seeds)) if seeds else "as found in the store"
     out = [f"Model `{model}`, preset `{preset}`, seeds {seeds_txt}; written {time.strftime('%Y-%m-%d %H:%M:%S')} from "
            f"the store at `{store.root}`.  Every number below is read from a run in that store; each claim's rule was "
            "fixed before the runs and is stated before its numbers.", ""]
     out += card_lines(model) + profile_lines(store) + [""]
     out += [f"*Across seeds:* {METHOD}", ""]
+    if reduced:
+        out += ["Sizes reduced in this reproduce (the per-command presets are larger; each claim's interval shows the "
+                "resolution that was kept):", ""] + [f"- {r}" for r in reduced] + [""]
     if timings:
         tot = f"{total_seconds:.0f} s" if total_seconds is not None else "n/a"
         cpu_seconds = cpu_seconds or {}

@@ -31,6 +31,9 @@ class ReproduceConfig:
     budget_axes: list = field(default_factory=lambda: ["batch-size", "rollout-n", "reward-mix"])
     train_variants: dict = field(default_factory=dict)  # label -> TrainConfig overrides
     eval_variants: list = field(default_factory=list)  # train variants evaluated for Table 2
+    # command -> config items that replace its preset's in reproduce only (sizes reduced so K seeds fit the time
+    # budget); REPORT.md lists each one beside the preset's value
+    stage_overrides: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -53,6 +56,19 @@ def stage_config(command: str, scale: str, model: str, seed: int, device: str, *
     return resolve_config(cls, typed={**typed, **over}, preset=preset, command=command)
 
 
+def overrides_text(model: str, scale: str) -> list[str]:
+    """One line per reduced setting of ``reproduce_<scale>.yaml``: ``command: key value (preset: value)``."""
+    from .config import from_dict, load_preset
+
+    rc = from_dict(ReproduceConfig, load_preset(f"reproduce_{scale}"), f"reproduce_{scale}")
+    out = []
+    for command, items in rc.stage_overrides.items():
+        preset = train_preset(rc, model) if command == "train" else f"{command}_{scale}"
+        base = load_preset(preset)
+        out.append(f"{command}: " + ", ".join(f"{k} {v} (`{preset}`: {base.get(k, 'default')})" for k, v in items.items()))
+    return out
+
+
 def train_preset(rc: ReproduceConfig, model: str) -> str:
     from .config import preset_names
 
@@ -69,7 +85,7 @@ def stage_plan(model: str, scale: str, seed: int, device: str) -> list[Stage]:
     rc = from_dict(ReproduceConfig, load_preset(f"reproduce_{scale}"), f"reproduce_{scale}")
 
     def cfg(command, **over):
-        return stage_config(command, scale, model, seed, device, **over)
+        return stage_config(command, scale, model, seed, device, **{**rc.stage_overrides.get(command, {}), **over})
 
     out = [Stage("flip", "flip", to_dict(c := cfg("flip", models=[model])), lambda st, c=c: flip_run.run(c, st))]
     for name, module in (("positive-only", positive_only), ("coupling", coupling), ("mask-effect", masking),
@@ -82,7 +98,7 @@ def stage_plan(model: str, scale: str, seed: int, device: str) -> list[Stage]:
     tp = train_preset(rc, model)
     for i, (label, kw) in enumerate(rc.train_variants.items()):
         probe = {"probe_proxy_every": rc.probe_proxy_every} if i == 0 else {}
-        c = cfg("train", preset=tp, **{**kw, **probe})
+        c = cfg("train", preset=tp, **kw, **probe)
         out.append(Stage(f"train {label}", "train", to_dict(c), lambda st, c=c: _train(c, st)))
     c = cfg("eval")
     out.append(Stage("eval (Table 2)", "eval", to_dict(c), lambda st, c=c: _eval_trains(evaluate, st, c, rc.eval_variants)))
@@ -296,7 +312,7 @@ def reproduce(model: str, preset_name: str, store, out: Path, seed: int = 0, dev
             missing[fig] = str(e)
     total = round(time.time() - t0, 1)
     report = write_report(view, out, model, preset_name, timings, missing, seeds=seed_ids, total_seconds=total,
-                          cpu_seconds=cpu, workers=workers)
+                          cpu_seconds=cpu, workers=workers, reduced=overrides_text(model, preset_name))
     info(f"reproduce finished in {total} s; report: {report}")
     return {"report": str(report), "seconds": total, "seeds": seed_ids, "workers": workers, "stage_seconds": timings,
             "stage_cpu_seconds": cpu, "runs": runs,
