@@ -196,6 +196,16 @@ def stage_deps(names: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _worker_init() -> None:
+    """A reproduce worker stops its reward pool when it exits: multiprocessing joins a process's non-daemon
+    children at exit, and the pool's workers would wait for work forever (they only watch for a dead parent)."""
+    from multiprocessing.util import Finalize
+
+    from .tasks.reward import shutdown_pool
+
+    Finalize(None, shutdown_pool, kwargs={"wait": True}, exitpriority=100)  # before multiprocessing's queue finalizers
+
+
 def _stage_task(plan_fn, model, preset_name, seed, device, name, root, threads):
     """One (stage, seed) in a worker process: its own single-threaded torch, quiet console, the store scoped to
     (model, seed).  Returns (wall s, CPU s, run id or None)."""
@@ -231,7 +241,7 @@ def _run_parallel(plan_fn, model, preset_name, seed_ids, device, names, root, wo
     done: set = set()
     res: dict = {}
     threads = 1  # the toy decodes fastest on one thread per process (see default_workers)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init) as pool:
         running = {}
         try:
             while todo or running:

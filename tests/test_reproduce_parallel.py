@@ -39,6 +39,10 @@ def fake_stages(model, preset, seed, device):
     def other(name):
         def fn(st):
             t0 = time.time()
+            if name == "coupling":  # a stage that leaves math-verify's process pool running, as real stages do
+                from cancel_cli.tasks import reward
+
+                reward._get_pool(1).submit(int, 1).result()
             if name == "eval (Table 2)" and os.environ.get("CANCEL_TEST_FAIL") == str(seed):
                 raise UserError(f"eval failed for seed {seed}")
             _record(name, seed, st, t0)
@@ -56,7 +60,22 @@ def events(tmp_path, monkeypatch):
     return d
 
 
-def test_parallel_stages_respect_dependencies_scopes_and_threads(tmp_path, events, monkeypatch):
+@pytest.fixture()
+def deadline():
+    """A hung worker join fails the test after 180 s instead of hanging the suite."""
+    import signal
+
+    def boom(*_):
+        raise TimeoutError("reproduce did not return within 180 s (a worker or its children never exited?)")
+
+    old = signal.signal(signal.SIGALRM, boom)
+    signal.alarm(180)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+def test_parallel_stages_respect_dependencies_scopes_and_threads(tmp_path, events, monkeypatch, deadline):
     from cancel_cli import reproduce as R
     from cancel_cli.store import Store
 
@@ -77,7 +96,7 @@ def test_parallel_stages_respect_dependencies_scopes_and_threads(tmp_path, event
     assert "3 single-threaded worker processes" in text and "seeds 0, 1" in text
 
 
-def test_a_failing_stage_stops_the_parallel_run_with_its_error(tmp_path, events, monkeypatch):
+def test_a_failing_stage_stops_the_parallel_run_with_its_error(tmp_path, events, monkeypatch, deadline):
     from cancel_cli import reproduce as R
     from cancel_cli.store import Store
 

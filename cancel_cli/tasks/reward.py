@@ -173,14 +173,15 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
     return _pool
 
 
-def _drop_pool(kill: bool) -> None:
-    """Forget the pool; ``kill`` terminates its workers (a wedged or broken pool)."""
+def _drop_pool(kill: bool, wait: bool = False) -> None:
+    """Forget the pool; ``kill`` terminates its workers (a wedged or broken pool); ``wait`` returns only when
+    its workers have exited."""
     global _pool
     pool, _pool = _pool, None
     if pool is None:
         return
     procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
+    pool.shutdown(wait=wait and not kill, cancel_futures=True)
     if kill:
         for p in procs:
             if p.is_alive():
@@ -251,6 +252,8 @@ def _score_in_pool(responses, golds, slow, out, workers, chunk, deadline) -> lis
     return [i for c in todo for i in c if out[i] is None]
 
 
-def shutdown_pool() -> None:
-    """Stop the worker pool (the CLI calls this after every command, so nothing outlives an invocation)."""
-    _drop_pool(kill=False)
+def shutdown_pool(wait: bool = False) -> None:
+    """Stop the worker pool (the CLI calls this after every command, so nothing outlives an invocation).
+    ``wait``: until its workers have exited (a process that is itself exiting must wait: multiprocessing joins
+    its children at exit, and workers that never got their stop sentinel would be joined forever)."""
+    _drop_pool(kill=False, wait=wait)
