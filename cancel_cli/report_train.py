@@ -88,7 +88,35 @@ def claim_training(store) -> Section:
             if label == "QB+RB":
                 s.verdict, main = v, iv
     s.why = f"QB+RB minus baseline {_pts(main)} points over {main.k} seed(s) ({main.method})"
+    acted = rb_interventions(store)
+    if acted:
+        steps, held = sum(a for a, _ in acted.values()), sum(n for _, n in acted.values())
+        s.rows.append(("RB steps whose batch the buffer changed (rollouts held back or dropped, or a wait)",
+                       f"{steps} of {held}", "", "; ".join(f"s{k}: {a}/{n}" for k, (a, n) in acted.items())))
+        if steps == 0:
+            s.notes.append("RB never acted: every sampled batch already met min(N+, N-) >= tau |B|, so the RB runs "
+                           "trained on exactly the baseline's batches and the RB rows measure nothing about RB "
+                           "(raise tau, or use a model whose reward rate is far from 0.5).")
     return s
+
+
+def rb_interventions(store) -> dict[int, tuple[int, int]]:
+    """seed -> (steps at which an RB run's buffer held back or dropped rollouts or waited for a refill, steps), over
+    that seed's RB train runs: RB equals the baseline by construction when it never acts."""
+    out = {}
+    for seed in _seeds(store, "train"):
+        view = scoped(store, getattr(store, "model", None), [seed])
+        for r in view.runs("train"):
+            if r.status != "done" or not r.config.get("rb") or not r.has_table("metrics"):
+                continue
+            m = r.read_table("metrics")
+            cols = [c for c in ("rb_buffered", "rb_dropped") if c in m]
+            if not cols:
+                continue
+            acted = (m[cols].sum(axis=1) > 0) | (m.get("rb_rollouts_sampled_this_step", m.rollouts) > m.rollouts)
+            a, n = out.get(seed, (0, 0))
+            out[seed] = (a + int(acted.sum()), n + len(m))
+    return out
 
 
 def claim_sign_partition(store) -> Section:

@@ -199,3 +199,21 @@ def test_reproduce_runs_every_stage_per_seed_in_its_own_scope(tmp_path, monkeypa
     text = (tmp_path / "f" / "REPORT.md").read_text()
     assert "seeds 4, 5" in text and "| QB+RB minus baseline (points) |" in text and "s4: 10.0; s5: 10.0" in text
     assert "| train baseline |" in text and "Packages: python" in text
+
+
+def test_rb_interventions_are_counted_and_a_no_op_rb_is_named(store):
+    """RB that never held back, dropped or waited trained on the baseline's batches: claim 8 says so."""
+    for seed, buffered in ((0, [0, 0]), (1, [0, 64])):
+        r = store.new_run("train", {"model": "toy", "rb": True, "plan": "verl-default"}, model="toy", seed=seed)
+        r.write_table("metrics", pd.DataFrame({"step": [1, 2], "rollouts": 256, "rb_buffered": buffered,
+                                               "rb_dropped": 0, "rb_rollouts_sampled_this_step": 256}))
+        r.write_table("validation", pd.DataFrame({"step": [2], "benchmark": ["a"], "k": 1, "accuracy": [0.4],
+                                                  "problems": 256}))
+        r.finish()
+    assert rt.rb_interventions(scoped(store, "toy", [0, 1])) == {0: (0, 2), 1: (1, 2)}
+    for seed in (0, 1):
+        fake_train(store, seed, "baseline", 0.4)
+        fake_train(store, seed, "QB+RB", 0.45)
+    sec = rt.claim_training(scoped(store, "toy", [0]))
+    assert any("RB never acted" in n for n in sec.notes)
+    assert not any("RB never acted" in n for n in rt.claim_training(scoped(store, "toy", [0, 1])).notes)
