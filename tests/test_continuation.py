@@ -109,8 +109,15 @@ def test_engine_equals_a_per_job_reference_through_refills_compaction_and_shrink
         events["shrink"] += 1
         real_select(self, idx)
 
+    real_attention = C.gqa_decode_attention
+
+    def attention(*a, **k):
+        events["gqa"] = events.get("gqa", 0) + 1
+        return real_attention(*a, **k)
+
     monkeypatch.setattr(C.SlotBuffer, "compact", compact)
     monkeypatch.setattr(C.SlotBuffer, "select", select)
+    monkeypatch.setattr(C, "gqa_decode_attention", attention)
     eng = ContinuationEngine(toy, width=6)
     for s, r in enumerate(rollouts):
         eng.encode(s, r)
@@ -119,6 +126,7 @@ def test_engine_equals_a_per_job_reference_through_refills_compaction_and_shrink
     eng.run(jobs, params, lambda j, t: got.__setitem__(j, t))
     assert toy.model.config._attn_implementation == impl
     assert events["compact"] > 0 and events["shrink"] > 0 and len(got) == len(jobs)
+    assert events.get("gqa", 0) > 0  # decode steps took the no-copy attention, not transformers' sdpa
     for j, job in enumerate(jobs):
         ids, out = rollouts[job.source][: job.length] + [job.first], [job.first]
         with torch.no_grad():

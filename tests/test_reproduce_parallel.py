@@ -121,3 +121,20 @@ def test_stage_dependencies_and_default_workers(monkeypatch):
     assert R.default_workers("toy", "cuda") == 1 and R.default_workers("qwen3-4b", "cpu") == 1
     with pytest.raises(UserError, match="--workers"):
         R.check_workers(0)
+
+
+def test_stage_overrides_reach_the_stage_configs_and_the_report_lists_them():
+    """reproduce_toy's reductions apply inside reproduce only: train and eval stages get them, the command presets
+    keep their own values, and the REPORT lines name both."""
+    from cancel_cli import reproduce as R
+    from cancel_cli.config import load_preset
+
+    plan = {s.name: s.config for s in R.stage_plan("toy", "toy", 0, "cpu")}
+    over = load_preset("reproduce_toy")["stage_overrides"]
+    for name, cfg in plan.items():
+        command = name.split()[0]
+        for k, v in over.get(command, {}).items():
+            assert cfg[k] == v, (name, k)
+    assert load_preset("train_toy")["steps"] != over["train"]["steps"]
+    assert any(line.startswith("train: steps 10 (`train_toy`: 20)") for line in R.overrides_text("toy", "toy"))
+    assert R.overrides_text("toy", "paper") == []
