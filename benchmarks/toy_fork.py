@@ -1,7 +1,11 @@
 """toy-fork: its recorded build time, a timed truncated rebuild, and per-stage times on toy-fork vs toy
 (ratio toy-fork / toy in the same run): a GRPO rollout batch (32 prompts x 8), logprobs + entropies of
-that batch, and one GRPO training step.  Usage: python benchmarks/toy_fork.py [--rebuild]
-(--rebuild times a full `cancel toy build --kind fork` into a temporary folder: minutes).
+that batch, and one GRPO training step.
+
+Usage: python benchmarks/toy_fork.py [--rebuild] [--reports TOY_REPORT.md FORK_REPORT.md]
+  --rebuild  times a full `cancel toy build --kind fork` into a temporary folder (minutes);
+  --reports  prints every experiment's stage time (CPU s per seed, mean) from the stage tables of two
+             `cancel reproduce` REPORTs (one per model, the same preset and workers) and their ratio.
 """
 
 import json
@@ -21,7 +25,41 @@ from cancel_cli.store import Store
 from cancel_cli.toy_fork import TRUNCATED_STEPS, build_fork
 
 
+def stage_cpu_seconds(report: Path) -> dict[str, float]:
+    """Mean CPU seconds per seed of every stage, from the stage table in a reproduce REPORT.md."""
+    out, rows = {}, False
+    for line in Path(report).read_text().splitlines():
+        if line.startswith("| stage | wall s per seed"):
+            rows = True
+        elif rows and line.startswith("| ") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            cpu = [float(x) for x in cells[3].split(",")]
+            out[cells[0]] = sum(cpu) / len(cpu)
+        elif rows and not line.startswith("|"):
+            break
+    if not out:
+        raise SystemExit(f"{report}: no stage table (was it written by `cancel reproduce`?)")
+    return out
+
+
+def compare_reports(toy_report: str, fork_report: str) -> None:
+    toy, fork = stage_cpu_seconds(Path(toy_report)), stage_cpu_seconds(Path(fork_report))
+    print(f"{'stage':34s} {'toy':>8s} {'toy-fork':>9s}  ratio   (CPU s per seed, mean)")
+    for k in toy:
+        if k in fork:
+            print(f"{k:34s} {toy[k]:8.0f} {fork[k]:9.0f}  {fork[k] / max(toy[k], 0.5):.2f}")
+    st, sf = sum(toy[k] for k in toy if k in fork), sum(fork[k] for k in toy if k in fork)
+    print(f"{'all stages':34s} {st:8.0f} {sf:9.0f}  {sf / st:.2f}")
+    for path in (toy_report, fork_report):
+        total = [line for line in Path(path).read_text().splitlines() if line.startswith("Total wall time")]
+        print(f"{path}: {total[0].split('(')[0].strip() if total else 'no total'}")
+
+
 def main():
+    if "--reports" in sys.argv:
+        i = sys.argv.index("--reports")
+        compare_reports(sys.argv[i + 1], sys.argv[i + 2])
+        return
     torch.set_num_threads(2)
     SETTINGS.quiet = True
     facts = json.loads((FORK_DIR / "build.json").read_text())

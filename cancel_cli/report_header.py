@@ -74,8 +74,10 @@ def card_lines(model: str) -> list[str]:
     routes = ", ".join(f"{r} {prof[f'route_{r}']['share']:.2f} (accuracy {prof[f'route_{r}']['accuracy']:.2f})"
                        for r in ROUTES if f"route_{r}" in prof)
     missed = [k for k, v in ok.items() if not v]
+    split = (f" (digits {prof['high_entropy_at_digits']:.3f}, route letters and wording "
+             f"{prof['high_entropy_elsewhere']:.3f})" if "high_entropy_at_digits" in prof else "")
     return [f"Model card of `{model}` (T=1, {prof.get('prompts')} held-out prompts): accuracy {prof['accuracy']:.3f}; "
-            f"{prof['share_entropy_gt_0.672']:.3f} of response tokens with entropy > {HIGH_ENTROPY} nats; "
+            f"{prof['share_entropy_gt_0.672']:.3f} of response tokens with entropy > {HIGH_ENTROPY} nats{split}; "
             f"{prof['share_p_gt_0.99']:.3f} with p > {CONFIDENT_P}; routes {routes}; mixed GRPO groups (n=8) "
             f"{prof['mixed_groups_n8']:.3f}.  Targets of the toy-fork design "
             + ("all met." if not missed else "missed: " + ", ".join(missed) + "."), ""]

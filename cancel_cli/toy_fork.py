@@ -106,8 +106,9 @@ def fork_profile(policy, n: int = 512, groups: int = 128, group_size: int = 8, s
     batch = build_batch(policy, prompts, responses)
     st = policy.token_stats(batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
     m = batch.response_mask.bool()
+    digit_ids = torch.tensor(policy.tokenizer.convert_tokens_to_ids(list("0123456789")))
     prof = {"prompts": n, "tokens": int(m.sum()), "accuracy": sum(rewards) / n,
-            **token_shares(st.entropy[m], st.logprob[m].exp())}
+            **token_shares(st.entropy[m], st.logprob[m].exp(), torch.isin(batch.response_ids[m], digit_ids))}
     prof.update(route_table(texts, rewards))
     gprobs = toy_problems(groups, seed + 1, split="heldout")
     gouts = TorchSampler(policy).rollouts([policy.encode(p.problem) for p in gprobs], group_size, params,
@@ -119,11 +120,18 @@ def fork_profile(policy, n: int = 512, groups: int = 128, group_size: int = 8, s
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in prof.items()}
 
 
-def token_shares(entropy: torch.Tensor, p_sampled: torch.Tensor) -> dict:
-    """Share of tokens with entropy > 0.672 nats, with sampled-token probability > 0.99, and the median p."""
-    return {"share_entropy_gt_0.672": float((entropy > ENTROPY_FORK).float().mean()),
-            "share_p_gt_0.99": float((p_sampled > P_CERTAIN).float().mean()),
-            "median_p": float(p_sampled.median()), "mean_entropy": float(entropy.mean())}
+def token_shares(entropy: torch.Tensor, p_sampled: torch.Tensor, is_digit: torch.Tensor | None = None) -> dict:
+    """Share of tokens with entropy > 0.672 nats, with sampled-token probability > 0.99, and the median p.
+    With ``is_digit``, the high-entropy share is also split into digits (the model's uncertainty about a
+    computed number) and everything else (route letters and wording): the two parts add up to the share."""
+    high = entropy > ENTROPY_FORK
+    out = {"share_entropy_gt_0.672": float(high.float().mean()),
+           "share_p_gt_0.99": float((p_sampled > P_CERTAIN).float().mean()),
+           "median_p": float(p_sampled.median()), "mean_entropy": float(entropy.mean())}
+    if is_digit is not None:
+        out["high_entropy_at_digits"] = float((high & is_digit).float().mean())
+        out["high_entropy_elsewhere"] = float((high & ~is_digit).float().mean())
+    return out
 
 
 def route_table(texts: list[str], rewards: list[float]) -> dict:
@@ -168,17 +176,17 @@ A {facts['params']:,}-parameter Qwen3ForCausalLM (the toy's architecture: hidden
 operands) answered by one of three solution routes chosen at a decision token early in the response
 (the first letter of the route heading; see `cancel_cli/tasks/fork.py`): `carrying:` (right-to-left
 columns with carries, every step written), `places:` (left-to-right running total of place values) and
-`rounding:` (round B up to a ten, add, compensate).  Training mixture: {mix}; wording (opening, step
-sign, a connective between every two steps, closing) is drawn at random, independently of route and
-correctness.
+`rounding:` (round B up to a ten, add, compensate).  Training mixture: {mix}; wording (opening, first
+word, the sign of every step, a separator and a word between every two steps, closing) is drawn at
+random, independently of route and correctness.
 Recipe: the toy's (AdamW lr 3e-3, 100 warm-up steps, wd 0.01, betas (0.9, 0.98), clip 1.0, batch 64,
 loss on the response only).
 
 - Stopped at step {facts['steps']}, the first evaluation (every 50 steps; every 5 once accuracy reached
   half the window's lower edge) whose T=1 accuracy on 512 held-out prompts was in
   [{TARGET[0]}, {TARGET[1]}]: **{facts['accuracy_t1_512']:.3f}**.  Wall time: {facts['train_seconds']} s of
-  training, {facts['build_seconds']} s with the profile, on {facts['torch_threads']} torch thread(s) (measured on
-  2 cores shared with other jobs; see `benchmarks/toy_fork.py`).
+  training, {facts['build_seconds']} s with the profile, on {facts['torch_threads']}
+  torch thread(s) of a 2-core machine (see `benchmarks/toy_fork.py`).
 - Weights sha256 (first 16 hex): `{facts['weights_sha256']}`; the build truncated at step
   {facts['truncated_build']['steps']}: `{facts['truncated_build']['weights_sha256']}`.
 
@@ -188,12 +196,14 @@ loss on the response only).
 |---|---|---|---|
 {rows}
 
-Median sampled-token probability {p['median_p']:.4f}; mean entropy {p['mean_entropy']:.3f} nats.
+Median sampled-token probability {p['median_p']:.4f}; mean entropy {p['mean_entropy']:.3f} nats.  Tokens with
+entropy > 0.672 nats: {p['high_entropy_at_digits']:.3f} of all response tokens are digits (the model unsure of
+a number it computes), {p['high_entropy_elsewhere']:.3f} are route letters and wording.
 
 | route | share of rollouts | accuracy |
 |---|---|---|
 {routes}
 
 Prompt template: `Add A+B.\\n` (the same prompts as `toy`, so `--data toy` serves both); the response
-ends in `\\boxed{{A+B}}` and EOS (`<|endoftext|>`), at most 92 tokens.
+ends in `\\boxed{{A+B}}` and EOS (`<|endoftext|>`), at most 95 tokens.
 """

@@ -15,6 +15,8 @@ def test_toy_fork_card_states_profile_and_names_missed_targets():
     assert f"accuracy {prof['accuracy']:.3f}" in line
     assert f"{prof['share_entropy_gt_0.672']:.3f} of response tokens with entropy > 0.672" in line
     assert "routes carrying" in line and "mixed GRPO groups" in line
+    assert (f"(digits {prof['high_entropy_at_digits']:.3f}, route letters and wording "
+            f"{prof['high_entropy_elsewhere']:.3f})") in line
     missed = [k for k, (lo, hi) in TARGETS.items() if not lo <= prof[k] <= hi]
     assert ("all met" in line) == (not missed)
     for k in missed:

@@ -4,6 +4,7 @@ sampler (plain ``model.generate``), deterministic (truncated) rebuild, and bad i
 import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,6 +52,39 @@ def test_every_generated_response_is_correct_and_parses_back_to_its_route():
     assert abs(drawn.count("carrying") / 2000 - 0.5) < 0.05 and set(drawn) == set(ROUTES)
 
 
+class _Longest(random.Random):
+    """An rng that always picks the longest option (route given): the longest response a route can take."""
+
+    def choice(self, seq):
+        return max(seq, key=len)
+
+
+def test_the_longest_response_fits_the_toy_presets_96_new_tokens():
+    import yaml
+
+    presets = [yaml.safe_load(p.read_text()) for p in (Path(__file__).parent.parent / "experiments").glob("*_toy.yaml")]
+    budget = min(p["max_new_tokens"] for p in presets if "max_new_tokens" in p)
+    longest = max((len(fork_response(a, b, _Longest(), r)), a, b, r)
+                  for a in range(10, 1000, 3) for b in (10, 99, 100, 285, 901, 910, 990, 999) for r in ROUTES)
+    assert longest[0] + 1 <= budget == 96, longest  # + EOS
+    assert longest[0] == 94  # the docstring of tasks/fork.py states it
+
+
+def test_wording_is_drawn_at_every_step():
+    """Signs, separators and step words vary within one response (drawn per step, not once per response)."""
+    from cancel_cli.tasks.fork import SEPARATORS, STEP_SIGNS, STEP_WORDS
+
+    rng = random.Random(1)
+    texts = [fork_response(347, 285, rng, "rounding") for _ in range(400)]
+    within = 0
+    for t in texts:  # rounding steps: 285?290-5, 347+290?637, 637-5?632
+        signs = {next(s for s in STEP_SIGNS if t[t.index(lhs) + len(lhs):].startswith(s)) for lhs in ("285", "347+290", "637-5")}
+        within += len(signs) > 1
+    assert within / len(texts) > 0.6  # 1 - 3 * (1/3)^3 = 0.89 when drawn per step; 0 when drawn once
+    pairs = {(s, w) for t in texts for s in SEPARATORS for w in STEP_WORDS if w and f"{s}{w}347+290" in t}
+    assert pairs == {(s, w) for s in SEPARATORS for w in STEP_WORDS if w}  # every separator x word before step 2
+
+
 def test_decision_category_marks_the_route_choice_token_only():
     from cancel_cli.analysis.categories import classify_tokens
 
@@ -73,13 +107,24 @@ def test_route_table_and_mixed_share_by_hand():
     assert mixed_share([1, 0, 0, 0, 1, 1, 0, 1], 2) == 0.5  # groups 10 | 00 | 11 | 01
 
 
+def test_token_shares_split_high_entropy_into_digits_and_the_rest_by_hand():
+    from cancel_cli.toy_fork import token_shares
+
+    ent = torch.tensor([0.1, 0.7, 1.0, 0.9, 0.0])
+    p = torch.tensor([0.999, 0.5, 0.3, 0.4, 0.995])
+    digit = torch.tensor([True, True, False, False, True])
+    t = token_shares(ent, p, digit)
+    assert t["share_entropy_gt_0.672"] == pytest.approx(0.6) and t["share_p_gt_0.99"] == pytest.approx(0.4)
+    assert t["high_entropy_at_digits"] == pytest.approx(0.2) and t["high_entropy_elsewhere"] == pytest.approx(0.4)
+    assert "high_entropy_at_digits" not in token_shares(ent, p)
+
+
 # -- the shipped model -----------------------------------------------------------------------------
 @built
 def test_shipped_profile_with_plain_generate_meets_every_target():
     """An independent sampler path: HF ``generate(do_sample=True, top_k=0)`` with its own logits, on prompts
-    the build never measured (held-out seed 4242), rewarded by math-verify.  Every target the card records
-    as met must be met here; a target the card records as missed (build.json) must be missed here too, so
-    the card cannot claim more or less than the model does."""
+    the build never measured (held-out seed 4242), rewarded by math-verify.  Every target of the issue must
+    be met here, and the card (build.json) must record every one as met."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cancel_cli.tasks.reward import score_batch
@@ -113,9 +158,7 @@ def test_shipped_profile_with_plain_generate_meets_every_target():
     _, grewards, _, _ = sample(toy_problems(32, 4243, split="heldout"), 8)
     prof["mixed_groups_n8"] = mixed_share(grewards, 8)
     recorded = check_targets(json.loads((FORK_DIR / "build.json").read_text())["profile"])
-    assert check_targets(prof) == recorded, (prof, recorded)
-    assert recorded == {k: True for k in TARGETS} or recorded == {**{k: True for k in TARGETS},
-                                                                   "share_entropy_gt_0.672": False}
+    assert check_targets(prof) == recorded == {k: True for k in TARGETS}, (prof, recorded)
 
 
 @built

@@ -23,7 +23,7 @@ from ..tasks.fork import ROUTE_RE
 
 CATEGORIES = ("format", "number", "operator", "word", "decision")
 TEMPLATE_WORDS = {
-    "answer", "answers", "so", "thus", "therefore", "hence", "final", "step", "steps", "columns", "column", "by",
+    "answer", "answers", "ans", "so", "thus", "therefore", "hence", "final", "step", "steps", "columns", "column", "by",
     "the", "is", "are", "let", "lets", "let's", "s", "we", "add", "work", "sum", "boxed", "box", "result", "solution",
     "first", "next", "then", "finally", "now", "note", "that", "this", "to", "of", "and", "a", "an", "in", "for",
     "text", "textbf", "mathrm", "begin", "end", "align", "aligned", "think",
