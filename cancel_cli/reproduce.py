@@ -27,6 +27,7 @@ class ReproduceConfig:
     settings come from ``experiments/<command>_<scale>.yaml``."""
 
     train_preset: str = "train_toy"  # "{model}" is replaced by the model name
+    model_train_presets: dict = field(default_factory=dict)  # model -> its own train preset (before train_preset)
     probe_proxy_every: int = 5  # Fig. 10 probe on the baseline training run
     budget_axes: list = field(default_factory=lambda: ["batch-size", "rollout-n", "reward-mix"])
     train_variants: dict = field(default_factory=dict)  # label -> TrainConfig overrides
@@ -72,6 +73,8 @@ def overrides_text(model: str, scale: str) -> list[str]:
 def train_preset(rc: ReproduceConfig, model: str) -> str:
     from .config import preset_names
 
+    if model in rc.model_train_presets:
+        return rc.model_train_presets[model]
     name = rc.train_preset.format(model=model)
     return name if name in preset_names() else "train_paper"
 

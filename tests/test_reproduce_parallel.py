@@ -138,3 +138,18 @@ def test_stage_overrides_reach_the_stage_configs_and_the_report_lists_them():
     assert load_preset("train_toy")["steps"] != over["train"]["steps"]
     assert any(line.startswith("train: steps 10 (`train_toy`: 20)") for line in R.overrides_text("toy", "toy"))
     assert R.overrides_text("toy", "paper") == []
+
+
+def test_toy_fork_trains_with_its_own_preset_and_the_toy_keeps_train_toy():
+    """reproduce_toy maps toy-fork to train_toy-fork (tau 0.25: at 0.5 RB is infeasible once GRPO saturates the
+    toy-fork's reward); every other model keeps train_toy, and the preset differs from train_toy in tau only."""
+    from cancel_cli import reproduce as R
+    from cancel_cli.config import load_preset
+
+    fork, toy = load_preset("train_toy-fork"), load_preset("train_toy")
+    assert {k for k in {**toy, **fork} if toy.get(k) != fork.get(k)} == {"model", "tau"} and fork["tau"] == 0.25
+    for model, tau in (("toy-fork", 0.25), ("toy", 0.5), ("qwen3-4b", 0.5)):
+        plan = {s.name: s.config for s in R.stage_plan(model, "toy", 0, "cpu")}
+        trains = [c for name, c in plan.items() if name.startswith("train ")]
+        assert len(trains) == 5 and {c["tau"] for c in trains} == {tau} and {c["model"] for c in trains} == {model}
+    assert any("(`train_toy-fork`: 20)" in line for line in R.overrides_text("toy-fork", "toy"))
