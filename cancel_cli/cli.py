@@ -608,10 +608,10 @@ def toy_info(model: str = typer.Option("toy", "--model", "-m", help="toy | toy-f
     if not measure:
         typer.echo((folder / "README.md").read_text())
         return
-    from .config import load_policy
+    from .config import load_policy, resolve_device
     from .toy_fork import check_targets, fork_profile
 
-    prof = fork_profile(load_policy(model, STATE.device), seed=STATE.seed)
+    prof = fork_profile(load_policy(model, resolve_device(STATE.device or "auto")[0]), seed=STATE.seed or 0)
     prof["targets_met"] = check_targets(prof)
     typer.echo(json.dumps(prof, default=float) if SETTINGS.json else json.dumps(prof, indent=2))
 

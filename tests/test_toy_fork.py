@@ -216,6 +216,19 @@ def test_toy_fork_not_built_says_how_to_build(monkeypatch, tmp_path, args):
 
 
 @built
+def test_toy_info_measure_remeasures_the_profile_without_device_or_seed_flags():
+    """`cancel toy info --measure` with no global flags (device auto, seed 0) on both toys: the fork profile's
+    keys, targets checked; the plain toy has no route heading, so every rollout is route ``other``."""
+    for model in ("toy-fork", "toy"):
+        res = _cli(["--json", "toy", "info", "--model", model, "--measure"])
+        assert res.exit_code == 0, res.output
+        prof = json.loads(res.output)
+        assert set(prof["targets_met"]) == set(TARGETS) and 0 < prof["accuracy"] < 1 and prof["prompts"] == 512
+        assert prof["high_entropy_at_digits"] + prof["high_entropy_elsewhere"] == pytest.approx(prof["share_entropy_gt_0.672"], abs=1e-3)
+    assert prof["route_other"]["share"] == 1.0 and prof["routes_ge_15pct"] == 0
+
+
+@built
 def test_toy_info_prints_the_card():
     res = _cli(["toy", "info", "--model", "toy-fork"])
     assert res.exit_code == 0 and res.output.startswith("# cancel toy-fork model")
