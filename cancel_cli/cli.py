@@ -146,7 +146,7 @@ def finish(run, summary) -> None:
 
 # -- option blocks shared by several commands (added to a command's signature by `options`) -------------
 ROLLOUT = {  # the rollout block of every command that samples a GRPO batch
-    "model": (str, typer.Option(None, "--model", "-m", help="toy | toy-fork | qwen3-1.7b | qwen3-4b | qwen2.5-math-7b | HF id | local folder.")),
+    "model": (str, typer.Option(None, "--model", "-m", help="toy | toy-plain | qwen3-1.7b | qwen3-4b | qwen2.5-math-7b | HF id | local folder.")),
     "prompts": (int, typer.Option(None, "--prompts", help="Prompts per rollout batch.")),
     "n": (int, typer.Option(None, "--n", help="Rollouts per prompt (group size).")),
     "temperature": (float, typer.Option(None, "--temperature", help="Rollout temperature (Table 3: 1.0).")),
@@ -572,16 +572,16 @@ def data_prepare(out: Path = typer.Option(Path("data/verl"), "--out"), data_dir:
 # -- toy ------------------------------------------------------------------------------------------
 @toy_app.command("build")
 @handled
-def toy_build(out: Optional[Path] = typer.Option(None, "--out", help="Default: the shipped cancel_cli/assets/<toy | toy-fork>."),
-              kind: str = typer.Option("plain", "--kind", help="plain (the toy) | fork (toy-fork: solution routes)."),
-              target_low: Optional[float] = typer.Option(None, "--target-low", help="Default: 0.40 (plain), 0.445 (fork)."),
-              target_high: Optional[float] = typer.Option(None, "--target-high", help="Default: 0.60 (plain), 0.555 (fork).")):
+def toy_build(out: Optional[Path] = typer.Option(None, "--out", help="Default: the shipped cancel_cli/assets/<toy | toy-plain>."),
+              kind: str = typer.Option("fork", "--kind", help="fork (the toy: solution routes) | plain (toy-plain: column addition only)."),
+              target_low: Optional[float] = typer.Option(None, "--target-low", help="Default: 0.445 (fork), 0.40 (plain)."),
+              target_high: Optional[float] = typer.Option(None, "--target-high", help="Default: 0.555 (fork), 0.60 (plain).")):
     """Train the toy model from scratch (deterministic for --seed) and save it as an HF folder."""
-    from .config import FORK_DIR, TOY_DIR
+    from .config import PLAIN_DIR, TOY_DIR
     from .console import info
 
     if kind not in ("plain", "fork"):
-        raise UserError(f"unknown toy kind {kind!r} (plain | fork)")
+        raise UserError(f"unknown toy kind {kind!r} (fork | plain)")
     from .toy_fork import TARGET as FORK_TARGET, build_fork
     from .toy_model import build_toy
 
@@ -589,14 +589,14 @@ def toy_build(out: Optional[Path] = typer.Option(None, "--out", help="Default: t
     low, high = target[0] if target_low is None else target_low, target[1] if target_high is None else target_high
     if not 0 <= low < high <= 1:
         raise UserError(f"need 0 <= target-low < target-high <= 1, got {low}, {high}")
-    facts = build(out or (FORK_DIR if kind == "fork" else TOY_DIR), seed=STATE.seed or 0, target=(low, high), log=info)
+    facts = build(out or (TOY_DIR if kind == "fork" else PLAIN_DIR), seed=STATE.seed or 0, target=(low, high), log=info)
     facts.pop("history")
     typer.echo(json.dumps(facts, default=float) if SETTINGS.json else json.dumps(facts, indent=2))
 
 
 @toy_app.command("info")
 @handled
-def toy_info(model: str = typer.Option("toy", "--model", "-m", help="toy | toy-fork."),
+def toy_info(model: str = typer.Option("toy", "--model", "-m", help="toy | toy-plain."),
              measure: bool = typer.Option(False, "--measure", help="Re-measure the profile at T=1 (512 held-out "
                                           "prompts, 128 groups of 8; --seed) instead of printing the card.")):
     """Print an embedded toy's model card, or re-measure its profile (accuracy, entropy, routes, groups)."""

@@ -21,18 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 # a source checkout reads it in place
 EXPERIMENTS = next((d for d in (Path(__file__).resolve().parent / "experiments", ROOT / "experiments") if d.is_dir()),
                    ROOT / "experiments")
-TOY_DIR = Path(__file__).resolve().parent / "assets" / "toy"
-FORK_DIR = Path(__file__).resolve().parent / "assets" / "toy-fork"
+TOY_DIR = Path(__file__).resolve().parent / "assets" / "toy"  # the default toy: solution routes (tasks/fork.py)
+PLAIN_DIR = Path(__file__).resolve().parent / "assets" / "toy-plain"  # column addition only
 
 MODELS = {
     "toy": str(TOY_DIR),
-    "toy-fork": str(FORK_DIR),
+    "toy-plain": str(PLAIN_DIR),
     "qwen3-1.7b": "Qwen/Qwen3-1.7B-Base",
     "qwen3-4b": "Qwen/Qwen3-4B-Base",
     "qwen2.5-math-7b": "Qwen/Qwen2.5-Math-7B",
 }
 
-EMBEDDED_BUILDS = {"toy": "cancel toy build --seed 0", "toy-fork": "cancel toy build --kind fork --seed 0"}
+EMBEDDED_BUILDS = {"toy": "cancel toy build --seed 0", "toy-plain": "cancel toy build --kind plain --seed 0"}
 from .tasks import TOYS  # noqa: E402  (the embedded toys; tasks is the lowest layer that needs the list)
 
 assert set(TOYS) == set(EMBEDDED_BUILDS)

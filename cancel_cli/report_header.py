@@ -46,7 +46,7 @@ def profile_lines(store) -> list[str]:
 
 def card_lines(model: str) -> list[str]:
     """The embedded toy's profile as measured when it was built (its model card, ``cancel toy info``): T = 1 on
-    512 held-out prompts; for toy-fork also the routes and the share of mixed GRPO groups, with the targets it
+    512 held-out prompts; for the toy (fork kind) also the routes and the share of mixed GRPO groups, with the targets it
     misses named, so a reader knows what kind of model the verdicts are about."""
     import json
     from pathlib import Path
@@ -63,11 +63,11 @@ def card_lines(model: str) -> list[str]:
     prof = facts.get("profile")
     if not prof:  # the plain toy records accuracy and an entropy profile of its own kind
         ep = facts.get("entropy_profile", {})
-        return [f"Model card of `{model}` (built by `cancel toy build --seed {facts.get('seed')}`): accuracy at T=1 on 512 "
+        return [f"Model card of `{model}` (built by `cancel toy build --kind plain --seed {facts.get('seed')}`): accuracy at T=1 on 512 "
                 f"held-out prompts {facts.get('accuracy_t1_512', math.nan):.3f}; mean token entropy "
                 f"{ep.get('mean_entropy_all', math.nan):.3f} nats; share of tokens with entropy > 0.1 nats "
                 f"{ep.get('share_gt_0.1_all', math.nan):.3f}.  It has no forking decisions (errors are carry slips): see "
-                "`--model toy-fork`.", ""]
+                "`--model toy`.", ""]
     from .toy_fork import ROUTES, check_targets
 
     ok = check_targets(prof)
@@ -79,7 +79,7 @@ def card_lines(model: str) -> list[str]:
     return [f"Model card of `{model}` (T=1, {prof.get('prompts')} held-out prompts): accuracy {prof['accuracy']:.3f}; "
             f"{prof['share_entropy_gt_0.672']:.3f} of response tokens with entropy > {HIGH_ENTROPY} nats{split}; "
             f"{prof['share_p_gt_0.99']:.3f} with p > {CONFIDENT_P}; routes {routes}; mixed GRPO groups (n=8) "
-            f"{prof['mixed_groups_n8']:.3f}.  Targets of the toy-fork design "
+            f"{prof['mixed_groups_n8']:.3f}.  Targets of the toy's design "
             + ("all met." if not missed else "missed: " + ", ".join(missed) + "."), ""]
 
 

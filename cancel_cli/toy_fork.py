@@ -1,6 +1,6 @@
-"""The embedded ``toy-fork`` model: the toy's architecture and build recipe (``toy_model.train_until``) trained
-on the toy-fork task (``tasks/fork.py``: three solution routes chosen at a decision token early in the
-response), shipped in ``assets/toy-fork`` and built by ``cancel toy build --kind fork``.
+"""The embedded ``toy`` model, the suite's default: toy-plain's architecture and build recipe
+(``toy_model.train_until``) trained on the fork task (``tasks/fork.py``: three solution routes chosen at a
+decision token early in the response), shipped in ``assets/toy`` and built by ``cancel toy build`` (kind fork).
 
 Stopping rule: the first evaluation (every 50 steps; every 5 once accuracy reached 0.22) whose T=1
 exact-match accuracy on 512 held-out prompts lies in ``target`` = [0.445, 0.555], i.e. the issue's window
@@ -23,7 +23,7 @@ from .tasks.arithmetic import toy_problems
 from .tasks.fork import ROUTE_MIX, ROUTES, fork_response, parse_route
 from .toy_model import save_pretrained, train_until
 
-FORK_DIR = Path(__file__).parent / "assets" / "toy-fork"
+TOY_DIR = Path(__file__).parent / "assets" / "toy"
 TARGET = (0.445, 0.555)
 ENTROPY_FORK = 0.672  # nats: the high-entropy threshold of Wang et al. 2025 (the issue's reference)
 P_CERTAIN = 0.99
@@ -39,7 +39,7 @@ def file_hash(path: Path) -> str:
 def build_fork(out_dir: Path, seed: int = 0, target: tuple[float, float] = TARGET, max_steps: int = 3000,
                eval_every: int = 50, fine_every: int = 5, batch: int = 64, stop_at: int | None = None,
                log=print) -> dict:
-    """Train toy-fork from scratch and save an HF folder with ``build.json`` and a model card.
+    """Train the toy (fork kind) from scratch and save an HF folder with ``build.json`` and a model card.
 
     ``stop_at`` truncates the build at that step (same code path, no stopping rule, no profile): the
     determinism test rebuilds such a prefix and compares it with the hash recorded in build.json.  Torch runs
@@ -54,7 +54,7 @@ def build_fork(out_dir: Path, seed: int = 0, target: tuple[float, float] = TARGE
 
 def _build(out_dir, seed, target, max_steps, eval_every, fine_every, batch, stop_at, log) -> dict:
     t0 = time.time()
-    policy, facts = train_until(seed, fork_response, target, max_steps, eval_every, batch, log, "toy-fork",
+    policy, facts = train_until(seed, fork_response, target, max_steps, eval_every, batch, log, "toy",
                                 stop_at=stop_at, fine_every=fine_every)
     facts["torch_threads"] = BUILD_THREADS
     save_pretrained(policy.model, policy.tokenizer, out_dir)
@@ -168,25 +168,25 @@ def model_card(facts: dict, vocab: int) -> str:
                        f"{'-' if p[f'route_{r}']['accuracy'] is None else format(p[f'route_{r}']['accuracy'], '.3f')} |"
                        for r in ROUTES + ("other",))
     rows = "\n".join(f"| {k} | {TARGETS[k][0]}-{TARGETS[k][1]} | {p[k]} | {'yes' if ok[k] else 'NO'} |" for k in TARGETS)
-    return f"""# cancel toy-fork model
+    return f"""# cancel toy model
 
-A {facts['params']:,}-parameter Qwen3ForCausalLM (the toy's architecture: hidden 128, 2 layers, 4 heads /
+The suite's default model: a {facts['params']:,}-parameter Qwen3ForCausalLM (toy-plain's architecture: hidden 128, 2 layers, 4 heads /
 2 KV heads, MLP 512, untied LM head, character tokenizer of {vocab} tokens), trained from scratch by
-`cancel toy build --kind fork --seed {facts['seed']}` on the toy's prompts (`Add A+B.\\n`, 2-3 digit
+`cancel toy build --seed {facts['seed']}` (kind fork) on toy-plain's prompts (`Add A+B.\\n`, 2-3 digit
 operands) answered by one of three solution routes chosen at a decision token early in the response
 (the first letter of the route heading; see `cancel_cli/tasks/fork.py`): `carrying:` (right-to-left
 columns with carries, every step written), `places:` (left-to-right running total of place values) and
 `rounding:` (round B up to a ten, add, compensate).  Training mixture: {mix}; wording (opening, first
 word, the sign of every step, a separator and a word between every two steps, closing) is drawn at
 random, independently of route and correctness.
-Recipe: the toy's (AdamW lr 3e-3, 100 warm-up steps, wd 0.01, betas (0.9, 0.98), clip 1.0, batch 64,
+Recipe: toy-plain's (AdamW lr 3e-3, 100 warm-up steps, wd 0.01, betas (0.9, 0.98), clip 1.0, batch 64,
 loss on the response only).
 
 - Stopped at step {facts['steps']}, the first evaluation (every 50 steps; every 5 once accuracy reached
   half the window's lower edge) whose T=1 accuracy on 512 held-out prompts was in
   [{TARGET[0]}, {TARGET[1]}]: **{facts['accuracy_t1_512']:.3f}**.  Wall time: {facts['train_seconds']} s of
   training, {facts['build_seconds']} s with the profile, on {facts['torch_threads']}
-  torch thread(s) of a 2-core machine (see `benchmarks/toy_fork.py`).
+  torch thread(s) of a 2-core machine (see `benchmarks/toy_models.py`).
 - Weights sha256 (first 16 hex): `{facts['weights_sha256']}`; the build truncated at step
   {facts['truncated_build']['steps']}: `{facts['truncated_build']['weights_sha256']}`.
 
@@ -204,6 +204,6 @@ a number it computes), {p['high_entropy_elsewhere']:.3f} are route letters and w
 |---|---|---|
 {routes}
 
-Prompt template: `Add A+B.\\n` (the same prompts as `toy`, so `--data toy` serves both); the response
+Prompt template: `Add A+B.\\n` (the same prompts as `toy-plain`, so `--data toy` serves both); the response
 ends in `\\boxed{{A+B}}` and EOS (`<|endoftext|>`), at most 95 tokens.
 """

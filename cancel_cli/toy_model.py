@@ -1,5 +1,7 @@
-"""The embedded toy model: a character tokenizer and a ~0.5M-parameter Qwen3ForCausalLM trained on
-column addition (``cancel toy build``).  The result is a normal HF folder shipped in ``assets/toy``.
+"""The embedded ``toy-plain`` model: a character tokenizer and a ~0.5M-parameter Qwen3ForCausalLM trained on
+column addition (``cancel toy build --kind plain``), shipped as a normal HF folder in ``assets/toy-plain``.
+It was the suite's first toy; the default ``toy`` (``toy_fork.py``) shares its tokenizer, architecture and
+recipe (``train_until``) and adds solution routes.
 
 Build recipe (deterministic for a seed): AdamW lr 3e-3, 100 warm-up steps, weight decay 0.01, betas
 (0.9, 0.98), grad clip 1.0, batch 64, loss on the response tokens only.  Every ``eval_every`` steps the
@@ -21,7 +23,7 @@ import torch
 
 from .tasks.arithmetic import toy_problems, toy_response
 
-TOY_DIR = Path(__file__).parent / "assets" / "toy"
+PLAIN_DIR = Path(__file__).parent / "assets" / "toy-plain"
 SPECIALS = ["<|pad|>", "<|endoftext|>"]
 CHARS = list(string.digits + string.ascii_letters + string.punctuation + " \n")
 
@@ -128,7 +130,7 @@ def train_until(seed: int, respond, target: tuple[float, float], max_steps: int,
 def build_toy(out_dir: Path, seed: int = 0, target: tuple[float, float] = (0.40, 0.60), max_steps: int = 1500,
               eval_every: int = 10, batch: int = 64, log=print) -> dict:
     """Train the toy from scratch and save an HF folder with a model card.  Returns the card's facts."""
-    policy, facts = train_until(seed, toy_response, target, max_steps, eval_every, batch, log)
+    policy, facts = train_until(seed, toy_response, target, max_steps, eval_every, batch, log, "toy-plain")
     facts["entropy_profile"] = entropy_profile(policy, seed=2000 + seed)
     save_toy(policy.model, policy.tokenizer, Path(out_dir), facts)
     return facts
@@ -170,14 +172,20 @@ def save_pretrained(model, tok, out_dir: Path) -> None:
 def save_toy(model, tok, out_dir: Path, facts: dict) -> None:
     save_pretrained(model, tok, out_dir)
     (out_dir / "build.json").write_text(json.dumps(facts, indent=2))
+    (out_dir / "README.md").write_text(plain_card(facts, len(tok)))
+
+
+def plain_card(facts: dict, vocab: int) -> str:
     ep = facts["entropy_profile"]
-    card = f"""# cancel toy model
+    return f"""# cancel toy-plain model
 
 A {facts['params']:,}-parameter Qwen3ForCausalLM (hidden 128, 2 layers, 4 heads / 2 KV heads, MLP 512,
-untied LM head) with a character tokenizer ({len(tok)} tokens), trained from scratch by
-`cancel toy build --seed {facts['seed']}` on column addition of 2-3 digit operands with a randomly varied
+untied LM head) with a character tokenizer ({vocab} tokens), trained from scratch by
+`cancel toy build --kind plain --seed {facts['seed']}` on column addition of 2-3 digit operands with a randomly varied
 scaffold (opening, step format, separator, closing; see `cancel_cli/tasks/arithmetic.py`), loss on the
 response only: AdamW lr 3e-3 (100 warm-up steps), wd 0.01, betas (0.9, 0.98), clip 1.0, batch 64.
+It has no forking decisions (its errors are carry slips); the suite's default `toy` (`cancel toy build`)
+adds solution routes chosen at a decision token.
 
 - Stopped at step {facts['steps']} ({facts['train_seconds']} s on CPU), the first evaluation whose
   temperature-1 exact-match accuracy on 512 held-out prompts landed in the target window:
@@ -189,4 +197,3 @@ response only: AdamW lr 3e-3 (100 warm-up steps), wd 0.01, betas (0.9, 0.98), cl
 
 Prompt template: `Add A+B.\\n`; the response ends in `\\boxed{{A+B}}` and EOS (`<|endoftext|>`).
 """
-    (out_dir / "README.md").write_text(card)

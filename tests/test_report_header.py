@@ -6,12 +6,12 @@ from cancel_cli import report_header
 from cancel_cli.toy_fork import TARGETS
 
 
-def test_toy_fork_card_states_profile_and_names_missed_targets():
+def test_toy_card_states_profile_and_names_missed_targets():
     from pathlib import Path
 
-    facts = json.loads((Path(report_header.__file__).parent / "assets" / "toy-fork" / "build.json").read_text())
+    facts = json.loads((Path(report_header.__file__).parent / "assets" / "toy" / "build.json").read_text())
     prof = facts["profile"]
-    line = report_header.card_lines("toy-fork")[0]
+    line = report_header.card_lines("toy")[0]
     assert f"accuracy {prof['accuracy']:.3f}" in line
     assert f"{prof['share_entropy_gt_0.672']:.3f} of response tokens with entropy > 0.672" in line
     assert "routes carrying" in line and "mixed GRPO groups" in line
@@ -24,5 +24,6 @@ def test_toy_fork_card_states_profile_and_names_missed_targets():
 
 
 def test_plain_toy_card_and_no_card_for_hub_models():
-    assert "no forking decisions" in report_header.card_lines("toy")[0]
+    assert "no forking decisions" in report_header.card_lines("toy-plain")[0]
+    assert "cancel toy build --kind plain --seed 0" in report_header.card_lines("toy-plain")[0]
     assert report_header.card_lines("qwen3-4b") == []

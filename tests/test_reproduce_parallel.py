@@ -117,7 +117,7 @@ def test_stage_dependencies_and_default_workers(monkeypatch):
     assert deps["budget-sweep rollout-n"] == ["budget-sweep batch-size"]  # the axes share one pool's values
     assert sorted(deps["eval (Table 2)"]) == ["train QB", "train baseline"]
     monkeypatch.setattr(R.os, "cpu_count", lambda: 2)
-    assert R.default_workers("toy", "cpu") == 2 and R.default_workers("toy-fork", "cpu") == 2
+    assert R.default_workers("toy", "cpu") == 2 and R.default_workers("toy-plain", "cpu") == 2
     assert R.default_workers("toy", "cuda") == 1 and R.default_workers("qwen3-4b", "cpu") == 1
     with pytest.raises(UserError, match="--workers"):
         R.check_workers(0)
@@ -140,16 +140,18 @@ def test_stage_overrides_reach_the_stage_configs_and_the_report_lists_them():
     assert R.overrides_text("toy", "paper") == []
 
 
-def test_toy_fork_trains_with_its_own_preset_and_the_toy_keeps_train_toy():
-    """reproduce_toy maps toy-fork to train_toy-fork (tau 0.25: at 0.5 RB is infeasible once GRPO saturates the
-    toy-fork's reward); every other model keeps train_toy, and the preset differs from train_toy in tau only."""
+def test_toy_plain_trains_with_its_own_preset_and_every_other_model_with_train_toy():
+    """reproduce_toy maps toy-plain to train_toy-plain (tau 0.5: at 0.25 RB never acts on it); every other model
+    keeps train_toy (tau 0.25: at 0.5 RB is infeasible once GRPO saturates the toy's reward), and the two presets
+    differ in model and tau only."""
     from cancel_cli import reproduce as R
     from cancel_cli.config import load_preset
 
-    fork, toy = load_preset("train_toy-fork"), load_preset("train_toy")
-    assert {k for k in {**toy, **fork} if toy.get(k) != fork.get(k)} == {"model", "tau"} and fork["tau"] == 0.25
-    for model, tau in (("toy-fork", 0.25), ("toy", 0.5), ("qwen3-4b", 0.5)):
+    plain, toy = load_preset("train_toy-plain"), load_preset("train_toy")
+    assert {k for k in {**toy, **plain} if toy.get(k) != plain.get(k)} == {"model", "tau"}
+    assert (toy["tau"], plain["tau"]) == (0.25, 0.5)
+    for model, tau in (("toy-plain", 0.5), ("toy", 0.25), ("qwen3-4b", 0.25)):
         plan = {s.name: s.config for s in R.stage_plan(model, "toy", 0, "cpu")}
         trains = [c for name, c in plan.items() if name.startswith("train ")]
         assert len(trains) == 5 and {c["tau"] for c in trains} == {tau} and {c["model"] for c in trains} == {model}
-    assert any("(`train_toy-fork`: 20)" in line for line in R.overrides_text("toy-fork", "toy"))
+    assert any("(`train_toy-plain`: 20)" in line for line in R.overrides_text("toy-plain", "toy"))

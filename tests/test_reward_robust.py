@@ -61,6 +61,24 @@ def test_killed_pool_worker_mid_batch_is_rebuilt_and_rescored(fresh_pool, monkey
     assert reward.STATS.since(before)["reward_pool_rebuilds"] >= 1
 
 
+def test_pool_start_up_does_not_count_against_the_batch_budget(fresh_pool, monkeypatch):
+    """A 1 s budget for 80 slow-path checks, and a pool that takes 2 s to start (on top of spawning workers that
+    import math-verify): the checks themselves take well under 1 s, so every answer must score right; a
+    deadline that counted the start-up would score them 0 as timeouts."""
+    rs, gs = _pairs()
+    real_get = reward._get_pool
+
+    def slow_start(workers):
+        if reward._pool is None:
+            time.sleep(2.0)
+        return real_get(workers)
+
+    monkeypatch.setattr(reward, "_get_pool", slow_start)
+    before = reward.STATS.snapshot()
+    assert reward.score_batch(rs, gs, workers=2, chunk=16, budget_s=1.0) == [1.0 if i % 2 == 0 else 0.0 for i in range(80)]
+    assert reward.STATS.since(before)["reward_timeouts"] == 0
+
+
 def _stuck(*a, **k):
     time.sleep(60)  # a check that never finishes by itself (interrupted by the timer)
 

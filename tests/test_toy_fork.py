@@ -1,4 +1,5 @@
-"""toy-fork: route parsing, the decision category, the shipped model's profile measured with an independent
+"""The default toy (fork kind, ``toy_fork.py`` / ``tasks/fork.py``): route parsing, the decision category,
+the shipped model's profile measured with an independent
 sampler (plain ``model.generate``), deterministic (truncated) rebuild, and bad input."""
 
 import json
@@ -9,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cancel_cli.config import FORK_DIR
+from cancel_cli.config import TOY_DIR
 from cancel_cli.tasks.arithmetic import toy_problems
 from cancel_cli.tasks.fork import ROUTES, fork_response, parse_route, route_steps
 from cancel_cli.toy_fork import TARGETS, check_targets, mixed_share, route_table
 
-built = pytest.mark.skipif(not (FORK_DIR / "config.json").exists(), reason="toy-fork not built")
+built = pytest.mark.skipif(not (TOY_DIR / "config.json").exists(), reason="toy not built")
 
 
 # -- task and route parser -------------------------------------------------------------------------
@@ -129,8 +130,8 @@ def test_shipped_profile_with_plain_generate_meets_every_target():
 
     from cancel_cli.tasks.reward import score_batch
 
-    tok = AutoTokenizer.from_pretrained(FORK_DIR)
-    model = AutoModelForCausalLM.from_pretrained(FORK_DIR).eval()
+    tok = AutoTokenizer.from_pretrained(TOY_DIR)
+    model = AutoModelForCausalLM.from_pretrained(TOY_DIR).eval()
     torch.manual_seed(4242)
 
     def sample(probs, n):
@@ -157,15 +158,15 @@ def test_shipped_profile_with_plain_generate_meets_every_target():
             "share_p_gt_0.99": float((p_tok > 0.99).float().mean()), **route_table(texts, rewards)}
     _, grewards, _, _ = sample(toy_problems(32, 4243, split="heldout"), 8)
     prof["mixed_groups_n8"] = mixed_share(grewards, 8)
-    recorded = check_targets(json.loads((FORK_DIR / "build.json").read_text())["profile"])
+    recorded = check_targets(json.loads((TOY_DIR / "build.json").read_text())["profile"])
     assert check_targets(prof) == recorded == {k: True for k in TARGETS}, (prof, recorded)
 
 
 @built
 def test_card_and_build_record_state_the_profile():
-    facts = json.loads((FORK_DIR / "build.json").read_text())
-    card = (FORK_DIR / "README.md").read_text()
-    assert "cancel toy build --kind fork --seed 0" in card
+    facts = json.loads((TOY_DIR / "build.json").read_text())
+    card = (TOY_DIR / "README.md").read_text()
+    assert "cancel toy build --seed 0" in card and card.startswith("# cancel toy model")
     for k in TARGETS:
         assert k in card and str(facts["profile"][k]) in card
     assert set(check_targets(facts["profile"])) == set(TARGETS)
@@ -178,8 +179,8 @@ def test_shipped_weights_are_the_recorded_build_and_a_truncated_rebuild_is_byte_
     recorded in build.json and compares its weights hash with the recorded one (byte-identical)."""
     from cancel_cli.toy_fork import build_fork, file_hash
 
-    facts = json.loads((FORK_DIR / "build.json").read_text())
-    assert file_hash(FORK_DIR / "model.safetensors") == facts["weights_sha256"]
+    facts = json.loads((TOY_DIR / "build.json").read_text())
+    assert file_hash(TOY_DIR / "model.safetensors") == facts["weights_sha256"]
     rec = facts["truncated_build"]
     f = build_fork(tmp_path / "t", seed=facts["seed"], stop_at=rec["steps"], log=lambda *_: None)
     assert f["steps"] == rec["steps"] and f["weights_sha256"] == rec["weights_sha256"]
@@ -202,16 +203,19 @@ def test_bad_kind_is_one_line_exit_2(tmp_path):
     assert len(res.output.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("args", [["toy", "info", "--model", "toy-fork"], ["toy", "info", "-m", "toy-fork", "--measure"],
-                                  ["mask-effect", "--model", "toy-fork", "--prompts", "1", "--n", "2"]])
-def test_toy_fork_not_built_says_how_to_build(monkeypatch, tmp_path, args):
+@pytest.mark.parametrize("model,build", [("toy", "cancel toy build --seed 0"),
+                                         ("toy-plain", "cancel toy build --kind plain --seed 0")])
+@pytest.mark.parametrize("args", [["toy", "info", "--model", "{m}"], ["toy", "info", "-m", "{m}", "--measure"],
+                                  ["mask-effect", "--model", "{m}", "--prompts", "1", "--n", "2"]])
+def test_toy_not_built_says_how_to_build(monkeypatch, tmp_path, args, model, build):
     from cancel_cli import config
 
-    monkeypatch.setitem(config.MODELS, "toy-fork", str(tmp_path / "missing"))
+    monkeypatch.setitem(config.MODELS, model, str(tmp_path / "missing"))
+    args = [a.format(m=model) for a in args]
     res = _cli(["--results", str(tmp_path / "results"), *args])
     assert res.exit_code == 2, res.output
     line = res.output.strip()
-    assert len(line.splitlines()) == 1 and "cancel toy build --kind fork --seed 0" in line
+    assert len(line.splitlines()) == 1 and f"run `{build}`" in line
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("run.json"))
 
 
@@ -219,7 +223,7 @@ def test_toy_fork_not_built_says_how_to_build(monkeypatch, tmp_path, args):
 def test_toy_info_measure_remeasures_the_profile_without_device_or_seed_flags():
     """`cancel toy info --measure` with no global flags (device auto, seed 0) on both toys: the fork profile's
     keys, targets checked; the plain toy has no route heading, so every rollout is route ``other``."""
-    for model in ("toy-fork", "toy"):
+    for model in ("toy", "toy-plain"):
         res = _cli(["--json", "toy", "info", "--model", model, "--measure"])
         assert res.exit_code == 0, res.output
         prof = json.loads(res.output)
@@ -230,6 +234,8 @@ def test_toy_info_measure_remeasures_the_profile_without_device_or_seed_flags():
 
 @built
 def test_toy_info_prints_the_card():
-    res = _cli(["toy", "info", "--model", "toy-fork"])
-    assert res.exit_code == 0 and res.output.startswith("# cancel toy-fork model")
+    res = _cli(["toy", "info"])
+    assert res.exit_code == 0 and res.output.startswith("# cancel toy model")
+    res = _cli(["toy", "info", "--model", "toy-plain"])
+    assert res.exit_code == 0 and res.output.startswith("# cancel toy-plain model")
     assert _cli(["toy", "info", "--model", "nope"]).exit_code == 2

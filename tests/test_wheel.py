@@ -1,4 +1,4 @@
-"""The wheel ships the presets (experiments/*.yaml) and every module; installed (not editable), `--preset`
+"""The wheel ships the presets (experiments/*.yaml), every module and both embedded toys; installed (not editable), `--preset`
 and `reproduce` find them from any folder."""
 
 import os
@@ -32,6 +32,10 @@ def test_wheel_holds_every_preset_and_module(wheel):
         assert f"cancel_cli/experiments/{p.name}" in names, p.name
     for p in (ROOT / "cancel_cli").rglob("*.py"):
         assert p.relative_to(ROOT).as_posix() in names, p  # a subpackage missing from pyproject's list
+    assets = [p for p in (ROOT / "cancel_cli" / "assets").rglob("*") if p.is_file()]
+    assert {p.parent.name for p in assets} >= {"toy", "toy-plain"}
+    for p in assets:  # both embedded toys: weights, tokenizer, card, build record
+        assert p.relative_to(ROOT).as_posix() in names, p
 
 
 def test_installed_wheel_finds_presets_from_another_folder(wheel, tmp_path):

@@ -10,7 +10,7 @@ letters around it in the decoded response), because sub-word and character token
 - ``operator``: math operators and symbols (``+ - * / = ^ < > % \\times \\frac \\sqrt`` and other LaTeX
   math commands), unless they are part of an arrow.
 - ``word``: every other alphabetic token.
-- ``decision``: the token that starts a route heading of the toy-fork task (``carrying:``, ``places:``,
+- ``decision``: the token that starts a route heading of the toy's task (``tasks/fork.py``: ``carrying:``, ``places:``,
   ``rounding:``): the route-choice token (the rest of the word is ``format``).
 The rules are fixed in advance and not tuned to any result.
 """
@@ -73,7 +73,7 @@ def _classify(piece: str, start: int, text: str, spans, special) -> str:
         word = text[a:b].lower()
         if a > 0 and text[a - 1] == "\\":  # a LaTeX command: \frac is math, \boxed / \text are format
             return "operator" if word in MATH_COMMANDS else "format"
-        if ROUTE_RE.match(text, a):  # a toy-fork route heading: its first token chooses the route
+        if ROUTE_RE.match(text, a):  # a toy route heading: its first token chooses the route
             return "decision" if start <= a < end else "format"
         return "format" if word in TEMPLATE_WORDS else "word"
     around = text[max(0, start - 1) : end + 1]

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-TOYS = ("toy", "toy-fork")  # the embedded toy models: toy prompts, toy validation sets, 96-token responses
+TOYS = ("toy", "toy-plain")  # the embedded toy models: toy prompts, toy validation sets, 96-token responses
 
 
 @dataclass

@@ -1,7 +1,7 @@
-"""The toy-fork task: the toy's prompts (``Add A+B.\\n``, 2-3 digit operands) answered by one of three
+"""The toy's task (fork kind): toy-plain's prompts (``Add A+B.\\n``, 2-3 digit operands) answered by one of three
 solution *routes*, chosen at a decision token early in the response (the first letter of the route word):
 
-- ``carrying``: column addition right to left with carries (the toy's route; every step is written out);
+- ``carrying``: column addition right to left with carries (toy-plain's route; every step is written out);
 - ``places``: place values left to right into a running total (each step a mental sum);
 - ``rounding``: round B up to a multiple of ten, one mental sum, then compensate.
 

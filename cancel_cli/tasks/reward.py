@@ -28,6 +28,9 @@ BATCH_BASE_S = 2 * TIMEOUT_S  # a batch of n slow-path checks gets BATCH_BASE_S 
 BATCH_PER_CHECK_S = 0.1  # ~30x the measured cost of a LaTeX check (~3 ms)
 POOL_MIN = 64  # below this many slow-path checks, stay in-process
 MAX_REBUILDS = 3  # pool rebuilds per batch before the rest is scored in-process
+POOL_START_S = 60  # added to a batch's deadline each time it (re)starts the pool: spawning the workers and
+# importing math-verify is not checking time (measured 2-4 s idle, over 15 s on 2 loaded cores, which made a
+# batch's 18 s budget run out and its answers score 0)
 _INT = re.compile(r"^\s*(-?)(\d+)\s*$")
 _pool: ProcessPoolExecutor | None = None
 
@@ -220,6 +223,8 @@ def _score_in_pool(responses, golds, slow, out, workers, chunk, deadline) -> lis
     for attempt in range(MAX_REBUILDS + 1):
         broken, futs = False, []
         try:
+            if _pool is None:  # a cold (or rebuilt) pool: its start-up does not count against the checks
+                deadline += POOL_START_S
             pool = _get_pool(workers)
             for c in todo:  # a chunk not submitted stays unscored and is retried
                 futs.append((c, _submit(pool, [(responses[i], golds[i]) for i in c])))

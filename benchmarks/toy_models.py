@@ -1,9 +1,9 @@
-"""toy-fork: its recorded build time, a timed truncated rebuild, and per-stage times on toy-fork vs toy
-(ratio toy-fork / toy in the same run): a GRPO rollout batch (32 prompts x 8), logprobs + entropies of
-that batch, and one GRPO training step.
+"""The embedded toys: the default toy's (fork kind) recorded build time, a timed truncated rebuild, and
+per-stage times on toy vs toy-plain (ratio toy / toy-plain in the same run): a GRPO rollout batch (32
+prompts x 8), logprobs + entropies of that batch, and one GRPO training step.
 
-Usage: python benchmarks/toy_fork.py [--rebuild] [--reports TOY_REPORT.md FORK_REPORT.md]
-  --rebuild  times a full `cancel toy build --kind fork` into a temporary folder (minutes);
+Usage: python benchmarks/toy_models.py [--rebuild] [--reports PLAIN_REPORT.md TOY_REPORT.md]
+  --rebuild  times a full `cancel toy build` into a temporary folder (minutes) and compares its weights;
   --reports  prints every experiment's stage time (CPU s per seed, mean) from the stage tables of two
              `cancel reproduce` REPORTs (one per model, the same preset and workers) and their ratio.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from cancel_cli.rollout import ProblemSource, RolloutConfig, sample_batch
-from cancel_cli.config import FORK_DIR, load_policy
+from cancel_cli.config import TOY_DIR, load_policy
 from cancel_cli.console import SETTINGS
 from cancel_cli.grpo.trainer import Trainer, TrainConfig
 from cancel_cli.store import Store
@@ -42,15 +42,15 @@ def stage_cpu_seconds(report: Path) -> dict[str, float]:
     return out
 
 
-def compare_reports(toy_report: str, fork_report: str) -> None:
-    toy, fork = stage_cpu_seconds(Path(toy_report)), stage_cpu_seconds(Path(fork_report))
-    print(f"{'stage':34s} {'toy':>8s} {'toy-fork':>9s}  ratio   (CPU s per seed, mean)")
+def compare_reports(plain_report: str, toy_report: str) -> None:
+    toy, fork = stage_cpu_seconds(Path(plain_report)), stage_cpu_seconds(Path(toy_report))
+    print(f"{'stage':34s} {'toy-plain':>9s} {'toy':>8s}  ratio   (CPU s per seed, mean)")
     for k in toy:
         if k in fork:
-            print(f"{k:34s} {toy[k]:8.0f} {fork[k]:9.0f}  {fork[k] / max(toy[k], 0.5):.2f}")
+            print(f"{k:34s} {toy[k]:9.0f} {fork[k]:8.0f}  {fork[k] / max(toy[k], 0.5):.2f}")
     st, sf = sum(toy[k] for k in toy if k in fork), sum(fork[k] for k in toy if k in fork)
-    print(f"{'all stages':34s} {st:8.0f} {sf:9.0f}  {sf / st:.2f}")
-    for path in (toy_report, fork_report):
+    print(f"{'all stages':34s} {st:9.0f} {sf:8.0f}  {sf / st:.2f}")
+    for path in (plain_report, toy_report):
         total = [line for line in Path(path).read_text().splitlines() if line.startswith("Total wall time")]
         print(f"{path}: {total[0].split('(')[0].strip() if total else 'no total'}")
 
@@ -62,7 +62,7 @@ def main():
         return
     torch.set_num_threads(2)
     SETTINGS.quiet = True
-    facts = json.loads((FORK_DIR / "build.json").read_text())
+    facts = json.loads((TOY_DIR / "build.json").read_text())
     print(f"recorded build: {facts['steps']} steps, training {facts['train_seconds']} s, profile "
           f"{facts['profile_seconds']} s, total {facts['build_seconds']} s (plus the truncated-build record)")
     with tempfile.TemporaryDirectory() as d:
@@ -101,9 +101,9 @@ def main():
         return {k: statistics.median(v) for k, v in out.items()}
 
 
-    fork, toy = stages("toy-fork"), stages("toy")
+    fork, toy = stages("toy"), stages("toy-plain")
     for k in fork:
-        print(f"{k:17s} toy-fork {fork[k]:.2f} s  toy {toy[k]:.2f} s  ratio {fork[k] / toy[k]:.2f}")
+        print(f"{k:17s} toy {fork[k]:.2f} s  toy-plain {toy[k]:.2f} s  ratio {fork[k] / toy[k]:.2f}")
     print("(2 cores shared with other sessions: absolute times are contended; compare the ratios)")
 
 
