@@ -239,3 +239,24 @@ def test_toy_info_prints_the_card():
     res = _cli(["toy", "info", "--model", "toy-plain"])
     assert res.exit_code == 0 and res.output.startswith("# cancel toy-plain model")
     assert _cli(["toy", "info", "--model", "nope"]).exit_code == 2
+
+
+def test_toy_build_defaults_to_the_fork_kind_into_the_shipped_toy(monkeypatch):
+    """`cancel toy build` (no --kind) builds the default toy (fork kind) into assets/toy with the fork target;
+    `--kind plain` builds toy-plain into assets/toy-plain with its own target (builders replaced by recorders)."""
+    from cancel_cli import toy_fork, toy_model
+    from cancel_cli.config import PLAIN_DIR
+
+    calls = []
+
+    def recorder(kind):
+        def build(out, seed, target, log):
+            calls.append((kind, out, seed, target))
+            return {"history": []}
+        return build
+
+    monkeypatch.setattr(toy_fork, "build_fork", recorder("fork"))
+    monkeypatch.setattr(toy_model, "build_toy", recorder("plain"))
+    assert _cli(["toy", "build"]).exit_code == 0
+    assert _cli(["--seed", "3", "toy", "build", "--kind", "plain"]).exit_code == 0
+    assert calls == [("fork", TOY_DIR, 0, toy_fork.TARGET), ("plain", PLAIN_DIR, 3, (0.40, 0.60))]
