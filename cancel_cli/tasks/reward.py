@@ -29,8 +29,8 @@ BATCH_PER_CHECK_S = 0.1  # ~30x the measured cost of a LaTeX check (~3 ms)
 POOL_MIN = 64  # below this many slow-path checks, stay in-process
 MAX_REBUILDS = 3  # pool rebuilds per batch before the rest is scored in-process
 POOL_START_S = 60  # added to a batch's deadline each time it (re)starts the pool: spawning the workers and
-# importing math-verify is not checking time (seconds when idle; on 2 loaded cores, in a full test run, the
-# start-up plus one rebuild outlasted an 80-check batch's 18 s budget once, and its right answers scored 0)
+# importing math-verify is not checking time (seconds when idle; on loaded cores a start-up plus a rebuild can
+# outlast an 80-check batch's 18 s budget, and its right answers would score 0 as timeouts)
 _INT = re.compile(r"^\s*(-?)(\d+)\s*$")
 _pool: ProcessPoolExecutor | None = None
 
