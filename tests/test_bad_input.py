@@ -1,7 +1,6 @@
 """Issue 17, bad input: one line on stderr naming the bad value, exit 2, no traceback, before any work and
 before a run folder exists."""
 
-import json
 import os
 from pathlib import Path
 

@@ -1,6 +1,5 @@
 import json
 
-import pytest
 
 from cancel_cli.tasks.reward import _verify, score, score_batch
 

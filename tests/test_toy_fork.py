@@ -4,7 +4,6 @@ sampler (plain ``model.generate``), deterministic (truncated) rebuild, and bad i
 
 import json
 import random
-import re
 from pathlib import Path
 
 import pytest
