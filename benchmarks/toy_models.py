@@ -43,13 +43,13 @@ def stage_cpu_seconds(report: Path) -> dict[str, float]:
 
 
 def compare_reports(plain_report: str, toy_report: str) -> None:
-    toy, fork = stage_cpu_seconds(Path(plain_report)), stage_cpu_seconds(Path(toy_report))
+    plain, toy = stage_cpu_seconds(Path(plain_report)), stage_cpu_seconds(Path(toy_report))
+    both = [k for k in plain if k in toy]
     print(f"{'stage':34s} {'toy-plain':>9s} {'toy':>8s}  ratio   (CPU s per seed, mean)")
-    for k in toy:
-        if k in fork:
-            print(f"{k:34s} {toy[k]:9.0f} {fork[k]:8.0f}  {fork[k] / max(toy[k], 0.5):.2f}")
-    st, sf = sum(toy[k] for k in toy if k in fork), sum(fork[k] for k in toy if k in fork)
-    print(f"{'all stages':34s} {st:9.0f} {sf:8.0f}  {sf / st:.2f}")
+    for k in both:
+        print(f"{k:34s} {plain[k]:9.0f} {toy[k]:8.0f}  {toy[k] / max(plain[k], 0.5):.2f}")
+    sp, st = sum(plain[k] for k in both), sum(toy[k] for k in both)
+    print(f"{'all stages':34s} {sp:9.0f} {st:8.0f}  {st / sp:.2f}")
     for path in (plain_report, toy_report):
         total = [line for line in Path(path).read_text().splitlines() if line.startswith("Total wall time")]
         print(f"{path}: {total[0].split('(')[0].strip() if total else 'no total'}")
@@ -101,9 +101,9 @@ def main():
         return {k: statistics.median(v) for k, v in out.items()}
 
 
-    fork, toy = stages("toy"), stages("toy-plain")
-    for k in fork:
-        print(f"{k:17s} toy {fork[k]:.2f} s  toy-plain {toy[k]:.2f} s  ratio {fork[k] / toy[k]:.2f}")
+    toy, plain = stages("toy"), stages("toy-plain")
+    for k in toy:
+        print(f"{k:17s} toy {toy[k]:.2f} s  toy-plain {plain[k]:.2f} s  ratio {toy[k] / plain[k]:.2f}")
     print("(2 cores shared with other sessions: absolute times are contended; compare the ratios)")
 
 

@@ -51,11 +51,12 @@ def card_lines(model: str) -> list[str]:
     import json
     from pathlib import Path
 
+    from .config import MODELS
     from .tasks import TOYS
 
     if model not in TOYS:
         return []
-    path = Path(__file__).parent / "assets" / model / "build.json"
+    path = Path(MODELS[model]) / "build.json"
     try:
         facts = json.loads(path.read_text())
     except (OSError, ValueError):

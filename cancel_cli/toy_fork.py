@@ -23,7 +23,6 @@ from .tasks.arithmetic import toy_problems
 from .tasks.fork import ROUTE_MIX, ROUTES, fork_response, parse_route
 from .toy_model import save_pretrained, train_until
 
-TOY_DIR = Path(__file__).parent / "assets" / "toy"
 TARGET = (0.445, 0.555)
 ENTROPY_FORK = 0.672  # nats: the high-entropy threshold of Wang et al. 2025 (the reference)
 P_CERTAIN = 0.99

@@ -23,7 +23,6 @@ import torch
 
 from .tasks.arithmetic import toy_problems, toy_response
 
-PLAIN_DIR = Path(__file__).parent / "assets" / "toy-plain"
 SPECIALS = ["<|pad|>", "<|endoftext|>"]
 CHARS = list(string.digits + string.ascii_letters + string.punctuation + " \n")
 
